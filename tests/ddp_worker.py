@@ -1,0 +1,44 @@
+"""One training step's loss and gradients, in 1 process or in each of N torchrun processes.
+
+Every process builds the same model and global batch; rank r takes rows r*B/N..(r+1)*B/N, the
+embeddings are gathered, and the gradients averaged (thadcr.train.Distributed). BatchNorm runs on
+its running statistics here because SyncBatchNorm needs a GPU: batch statistics are the one thing
+that legitimately differs between 1 and N CPU processes.
+"""
+
+import sys
+
+import torch
+
+from thadcr.config import make_config
+from thadcr.model import build_model
+from thadcr.train import Distributed, train_step
+
+CAPTIONS = ["a dog barks", "a bell rings then a dog barks", "rain falls on a roof", "a car passes",
+            "birds sing while wind blows", "a door slams", "water runs", "a man speaks"]
+
+
+def main(out_path: str) -> None:
+    world = Distributed("cpu")
+    torch.manual_seed(0)
+    config = make_config("tiny", {"variant": "THA+DCR", "joint_dim": 64, "text_trainable_layers": 1})
+    model = build_model(config)
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.0)
+    logmel = torch.randn(8, 101, 64, generator=torch.Generator().manual_seed(1))
+    share = 8 // world.world
+    rows = slice(world.rank * share, (world.rank + 1) * share)
+    clip_ids = world.gather(torch.arange(8)[rows])
+    losses = train_step(model, world, optimizer, params, logmel[rows], CAPTIONS[rows], clip_ids, grad_clip=1e9)
+    if world.main:
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+        torch.save({"loss": losses["loss"].detach(), "grads": grads}, out_path)
+    world.barrier()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

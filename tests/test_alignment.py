@@ -1,0 +1,218 @@
+"""THA (paper 2.2, Eq. 1) against a literal, loop-by-loop float64 implementation of the equation."""
+
+import math
+
+import pytest
+import torch
+
+from thadcr.alignment import (
+    EPS,
+    THA,
+    audio_enhanced_similarity,
+    block_shape,
+    tha_similarity_level,
+    text_enhanced_similarity,
+)
+
+LAM = 9.0
+
+
+# ----------------------------------------------------------------------------- literal Eq. 1
+def _norm(x: list[float]) -> float:
+    return max(math.sqrt(sum(v * v for v in x)), EPS)
+
+
+def _cos(x: list[float], y: list[float]) -> float:
+    return sum(a * b for a, b in zip(x, y)) / (_norm(x) * _norm(y))
+
+
+def _attend(queries: list[list[float]], context: list[list[float]], lam: float, reduce: str) -> float:
+    """Stacked cross attention of Eq. 1 for one pair, queries attending over context.
+
+    s_qc = cos; s̄_qc = [s_qc]+ / sqrt(sum over the queries q of [s_qc]+^2); attention weights =
+    softmax over the context c of lam * s̄_qc; attended_q = sum_c weight_qc * context_c;
+    score = sum (or mean) over q of cos(query_q, attended_q).
+    """
+    s = [[max(_cos(q, c), 0.0) for c in context] for q in queries]
+    col = [math.sqrt(sum(s[i][j] ** 2 for i in range(len(queries)))) + EPS for j in range(len(context))]
+    total = 0.0
+    for i, q in enumerate(queries):
+        logits = [lam * s[i][j] / col[j] for j in range(len(context))]
+        z = sum(math.exp(v) for v in logits)
+        weights = [math.exp(v) / z for v in logits]
+        attended = [sum(weights[j] * context[j][k] for j in range(len(context))) for k in range(len(q))]
+        total += _cos(q, attended)
+    return total / len(queries) if reduce == "mean" else total
+
+
+def literal(audio, text, mask, lam, reduce, direction):
+    """(Na, Nt) float64 by Python loops over pairs; padded words are simply left out."""
+    out = torch.zeros(audio.shape[0], text.shape[0], dtype=torch.float64)
+    for i in range(audio.shape[0]):
+        tokens = audio[i].tolist()
+        for j in range(text.shape[0]):
+            words = [text[j, n].tolist() for n in range(text.shape[1]) if mask[j, n]]
+            if direction == "text":  # text-enhanced: audio tokens are the queries
+                out[i, j] = _attend(tokens, words, lam, reduce)
+            else:  # audio-enhanced: words are the queries
+                out[i, j] = _attend(words, tokens, lam, reduce)
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+def make(na=3, nt=4, m=6, n=5, d=4, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.randn(na, m, d, generator=g, dtype=dtype)
+    text = torch.randn(nt, n, d, generator=g, dtype=dtype)
+    lengths = [n - (j % n) for j in range(nt)]  # ragged: n, n-1, ...
+    mask = torch.zeros(nt, n, dtype=torch.bool)
+    for j, length in enumerate(lengths):
+        mask[j, :length] = True
+    mask[0, 0] = False  # a leading non-word ([CLS]-like) position
+    text[~mask] = 100.0 * torch.randn(int((~mask).sum()), d, generator=g, dtype=dtype)  # garbage padding
+    return audio, text, mask
+
+
+FUNCS = {"text": text_enhanced_similarity, "audio": audio_enhanced_similarity}
+
+
+# M > d materialises the audio-enhanced attended vectors, M <= d uses the clip's Gram matrix.
+@pytest.mark.parametrize("m,d", [(6, 4), (3, 8)])
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+@pytest.mark.parametrize("direction", ["text", "audio"])
+def test_direction_matches_literal(direction, reduce, m, d):
+    audio, text, mask = make(m=m, d=d)
+    got = FUNCS[direction](audio, text, mask, LAM, reduce=reduce)
+    assert got.shape == (3, 4) and got.dtype == torch.float64
+    torch.testing.assert_close(got, literal(audio, text, mask, LAM, reduce, direction), rtol=1e-10, atol=1e-10)
+
+
+def test_level_is_sum_of_directions_and_literal():
+    audio, text, mask = make(seed=1)
+    want = literal(audio, text, mask, 4.0, "mean", "text") + literal(audio, text, mask, 4.0, "mean", "audio")
+    torch.testing.assert_close(tha_similarity_level(audio, text, mask, 4.0), want, rtol=1e-10, atol=1e-10)
+
+
+def test_padding_never_changes_a_score():
+    audio, text, mask = make(seed=2)
+    other = text.clone()
+    other[~mask] = torch.randn(int((~mask).sum()), text.shape[-1], dtype=text.dtype) * 1e3
+    ref = tha_similarity_level(audio, text, mask, LAM)
+    assert torch.equal(ref, tha_similarity_level(audio, other, mask, LAM))
+    # extra padded columns of any value
+    wide = torch.cat([text, torch.randn(text.shape[0], 3, text.shape[-1], dtype=text.dtype)], dim=1)
+    wide_mask = torch.cat([mask, torch.zeros(mask.shape[0], 3, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(tha_similarity_level(audio, wide, wide_mask, LAM), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_sum_is_mean_times_query_count():
+    audio, text, mask = make(seed=3)
+    m = audio.shape[1]
+    torch.testing.assert_close(
+        text_enhanced_similarity(audio, text, mask, LAM, "sum"), m * text_enhanced_similarity(audio, text, mask, LAM)
+    )
+    words = mask.sum(1).to(torch.float64)
+    torch.testing.assert_close(
+        audio_enhanced_similarity(audio, text, mask, LAM, "sum"),
+        words * audio_enhanced_similarity(audio, text, mask, LAM),
+    )
+
+
+@pytest.mark.parametrize("budget", [1, 3, 7])  # in pairs' worth of memory: 1x1, ragged blocks
+def test_blocked_equals_unblocked(budget):
+    audio, text, mask = make(na=5, nt=7, seed=4)
+    m, n, d = audio.shape[1], text.shape[1], audio.shape[2]
+    one_pair = 8 * (6 * m * n + n * d + 2 * m * d + 2 * n * d)
+    clips, captions = block_shape(5, 7, m, n, d, 8, budget * one_pair)
+    assert clips * captions <= budget and (clips, captions) != (5, 7)
+    full = tha_similarity_level(audio, text, mask, LAM, max_block_bytes=2**30)
+    blocked = tha_similarity_level(audio, text, mask, LAM, max_block_bytes=budget * one_pair)
+    torch.testing.assert_close(blocked, full, rtol=1e-12, atol=1e-12)
+
+
+def test_block_shape_respects_budget_and_refuses_too_small():
+    clips, captions = block_shape(957, 4785, 1024, 20, 768, 4, 256 * 2**20)
+    per_pair = 4 * (6 * 1024 * 20 + 20 * 768)
+    assert clips * captions * per_pair + 4 * 2 * 768 * (1024 * clips + 20 * captions) <= 256 * 2**20
+    assert clips * captions > 100
+    with pytest.raises(ValueError, match="max_block_bytes"):
+        block_shape(2, 2, 1024, 20, 768, 4, 1000)
+
+
+def test_gradients_are_those_of_the_equation():
+    audio, text, mask = make(na=2, nt=2, m=3, n=3, d=4, seed=5)
+    audio.requires_grad_(True)
+    text.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda a, t: tha_similarity_level(a, t, mask, LAM, max_block_bytes=2000), (audio, text)
+    )
+    tha_similarity_level(audio, text, mask, LAM).sum().backward()
+    assert audio.grad.abs().sum() > 0 and text.grad[mask].abs().sum() > 0
+    assert torch.all(text.grad[~mask] == 0)  # padding gets no gradient
+
+
+def _layer_norm_linear(x, state, prefix):
+    mu = x.mean(-1, keepdim=True)
+    var = x.var(-1, unbiased=False, keepdim=True)
+    y = (x - mu) / torch.sqrt(var + 1e-5) * state[f"{prefix}.0.weight"] + state[f"{prefix}.0.bias"]
+    return y @ state[f"{prefix}.1.weight"].T + state[f"{prefix}.1.bias"]
+
+
+def test_tha_module_sums_levels_and_directions():
+    torch.manual_seed(6)
+    audio_dims, text_dim, joint = [6, 5, 7], 4, 3
+    tha = THA(audio_dims, text_dim, joint, lam=LAM).double()
+    g = torch.Generator().manual_seed(6)
+    for p in tha.parameters():  # non-trivial LayerNorm parameters too
+        p.data = torch.randn(p.shape, generator=g, dtype=torch.float64)
+    audio_levels = [torch.randn(2, m, c, generator=g, dtype=torch.float64) for m, c in zip([5, 3, 2], audio_dims)]
+    _, text, mask = make(na=1, nt=3, n=4, d=text_dim, seed=7)
+    text_levels = [text + i for i in range(3)]
+    got = tha(audio_levels, text_levels, mask)
+    assert got.shape == (2, 3)
+    state = tha.state_dict()
+    assert {"audio_proj.0.0.weight", "audio_proj.2.1.bias", "text_proj.1.1.weight"} <= set(state)
+    want = torch.zeros(2, 3, dtype=torch.float64)
+    for level in range(3):
+        a = _layer_norm_linear(audio_levels[level], state, f"audio_proj.{level}").detach()
+        t = _layer_norm_linear(text_levels[level], state, f"text_proj.{level}").detach()
+        want += literal(a, t, mask, LAM, "mean", "text") + literal(a, t, mask, LAM, "mean", "audio")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    # score() on separately projected features is the same thing
+    torch.testing.assert_close(tha.score(tha.project_audio(audio_levels), tha.project_text(text_levels), mask), got)
+
+
+def test_tha_gradients_reach_every_parameter():
+    tha = THA([6, 5, 7], [4, 4, 4], 3)
+    audio_levels = [torch.randn(3, m, c, requires_grad=True) for m, c in zip([5, 3, 2], [6, 5, 7])]
+    text_levels = [torch.randn(3, 4, 4, requires_grad=True) for _ in range(3)]
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    sim = tha(audio_levels, text_levels, mask)
+    torch.diagonal(sim).sum().backward()
+    for name, p in tha.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert all(x.grad.abs().sum() > 0 for x in audio_levels + text_levels)
+
+
+def test_half_storage_is_scored_in_float32():
+    audio, text, mask = make(seed=8)
+    ref = tha_similarity_level(audio, text, mask, LAM)
+    got = tha_similarity_level(audio.bfloat16(), text.bfloat16(), mask, LAM)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=0, atol=0.05)
+
+
+def test_bad_inputs_name_the_problem():
+    audio, text, mask = make()
+    with pytest.raises(ValueError, match="joint dimension"):
+        tha_similarity_level(audio, text[..., :3], mask, LAM)
+    with pytest.raises(ValueError, match=r"\(Nt, N\)"):
+        tha_similarity_level(audio, text, mask[:, :2], LAM)
+    empty = mask.clone()
+    empty[2] = False
+    with pytest.raises(ValueError, match=r"row\(s\) \[2\]"):
+        tha_similarity_level(audio, text, empty, LAM)
+    with pytest.raises(ValueError, match="reduce"):
+        tha_similarity_level(audio, text, mask, LAM, reduce="max")
+    with pytest.raises(ValueError, match="levels"):
+        THA([4, 4, 4], 4, 3)([audio], [text], mask)

@@ -1,0 +1,98 @@
+"""RetrievalModel: every variant builds, scores all pairs, and trains (gradients reach every parameter)."""
+
+import pytest
+import torch
+
+from thadcr.config import VARIANTS, ConfigError, make_config
+from thadcr.model import build_model, concat_embeddings
+
+CAPTIONS = ["a dog barks then a bell rings", "rain falls", "a car passes by while birds sing", "a low tone"]
+
+
+def tiny(variant, **changes):
+    values = {"variant": variant, "text_trainable_layers": -1, "joint_dim": 64, "n_factors": 8}
+    values.update(changes)
+    return make_config("tiny", values)
+
+
+def _logmel(batch=4, frames=101, seed=0):
+    return torch.randn(batch, frames, 64, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def variant_model(request):
+    torch.manual_seed(0)
+    return build_model(tiny(request.param))
+
+
+def test_similarity_is_all_pairs(variant_model):
+    model = variant_model.eval()
+    with torch.no_grad():
+        audio = model.encode_audio(_logmel(3))
+        text = model.encode_text(CAPTIONS)
+        sim = model.similarity(audio, text)
+    assert sim.shape == (3, 4) and torch.isfinite(sim).all()
+    # scoring in blocks of clips gives the same matrix
+    with torch.no_grad():
+        rows = torch.cat([model.similarity(audio.select(slice(i, i + 1)), text) for i in range(3)])
+    torch.testing.assert_close(rows, sim, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_every_parameter_on_the_variant_path(variant_model):
+    model = variant_model.train()
+    model.zero_grad()
+    losses = model.loss(_logmel(4), CAPTIONS, torch.arange(4))
+    losses["loss"].backward()
+    missing = {n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)}
+    # THA alone scores stage outputs only: HTS-AT's final norm (which makes the pooled ā) is unused
+    expected = {"audio_encoder.norm.weight", "audio_encoder.norm.bias"} if model.config.variant == "THA" else set()
+    assert missing == expected, f"parameters without gradient: {sorted(missing)}"
+    assert torch.isfinite(losses["loss"])
+
+
+def test_loss_parts_follow_the_variant(variant_model):
+    model = variant_model.train()
+    with torch.no_grad():
+        losses = model.loss(_logmel(4), CAPTIONS, torch.arange(4))
+    alpha = model.config.alpha if model.uses_factors else 0.0
+    beta = model.config.beta if model.config.variant in ("DCR", "THA+DCR", "DP+LD+LA") else 0.0
+    expected = losses["loss_S"] + alpha * losses["loss_D"] + beta * losses["loss_A"]
+    torch.testing.assert_close(losses["loss"], expected)
+    if not model.uses_factors:
+        assert losses["loss_D"] == 0 and losses["loss_A"] == 0
+    else:
+        assert losses["loss_D"] > 0 and losses["loss_A"] > 0
+
+
+def test_tiny_config_trains_one_step():
+    torch.manual_seed(0)
+    model = build_model(tiny("THA+DCR", text_trainable_layers=0))
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    logmel = _logmel(4)
+    losses = model.loss(logmel, CAPTIONS, torch.arange(4))
+    losses["loss"].backward()
+    optimizer.step()
+    assert all(not torch.equal(a, b.detach()) for a, b in zip(before, params))
+    assert not any(p.requires_grad for p in model.text_encoder.parameters())
+
+
+def test_resnet38_dp_and_refusal_for_tha():
+    model = build_model(tiny("DP", audio_encoder="resnet38", resnet38_width=0.125))
+    with torch.no_grad():
+        audio = model.encode_audio(_logmel(2))
+    assert audio.dp.shape == (2, 64)
+    with pytest.raises(ConfigError, match="ResNet38"):
+        build_model(tiny("THA", audio_encoder="resnet38"))
+
+
+def test_concat_embeddings_pads_text_blocks():
+    model = build_model(tiny("THA")).eval()
+    with torch.no_grad():
+        parts = [model.encode_text(CAPTIONS[:2]), model.encode_text(CAPTIONS[2:])]
+        whole = concat_embeddings(parts)
+        audio = model.encode_audio(_logmel(2))
+        direct = model.similarity(audio, model.encode_text(CAPTIONS))
+    assert whole.mask.shape[0] == 4
+    torch.testing.assert_close(model.similarity(audio, whole), direct, rtol=1e-5, atol=1e-5)

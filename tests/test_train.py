@@ -1,0 +1,94 @@
+"""The trainer end to end on a small synthetic data set: outputs, resume, refusals, devices."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import thadcr.train as train_module
+from thadcr.config import make_config
+from thadcr.train import RunError, resolve_device, train
+
+
+def small_config(root, tmp_path, **changes):
+    values = dict(
+        data_root=str(root), layout="clotho", clip_seconds=1.0, batch_size=8, epochs=2, max_steps_per_epoch=2,
+        eval_batch=8, joint_dim=64, cache_dir=str(tmp_path / "cache"), variant="THA+DCR", lr=1e-3,
+    )
+    values.update(changes)
+    return make_config("tiny", values)
+
+
+def test_train_writes_every_output(synthetic_clotho, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(small_config(synthetic_clotho, tmp_path), out, progress=False)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"] == pytest.approx(metrics["test"])
+    for key in ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10"):
+        assert 0.0 <= saved["test"][key] <= 100.0
+    for key in ("config", "git_commit", "versions", "device", "seed", "wall_time_s", "best_epoch"):
+        assert key in saved
+    assert saved["data"]["test"] == {"clips": 8, "captions": 40}
+    log = (out / "log.csv").read_text().strip().splitlines()
+    assert len(log) == 3 and log[0].startswith("epoch,loss,loss_S,loss_D,loss_A")
+    factors = np.load(out / "factors.npz")
+    assert factors["C_trained"].shape == (8, 8) and factors["C_initial"].shape == (8, 8)
+    assert factors["g_positive"].shape == (40, 8) and factors["g_negative"].shape == (40, 8)
+    assert not list(out.glob("*.partial"))
+
+
+def test_resume_reaches_the_uninterrupted_result(synthetic_clotho, tmp_path, monkeypatch):
+    config = small_config(synthetic_clotho, tmp_path, variant="DCR")
+    whole = train(config, tmp_path / "whole", progress=False)
+
+    real_write_log = train_module._write_log
+
+    def interrupt_after_first_epoch(path, history):
+        real_write_log(path, history)
+        if len(history) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_log", interrupt_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(train_module, "_write_log", real_write_log)
+    assert (tmp_path / "cut" / "last.pt").exists() and not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(RunError, match="resume"):
+        train(config, tmp_path / "cut", progress=False)
+    resumed = train(config, tmp_path / "cut", resume=True, progress=False)
+    assert resumed["test"] == whole["test"]
+    a = torch.load(tmp_path / "whole" / "best.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(RunError, match="finished run"):
+        train(config, tmp_path / "cut", resume=True, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_request_without_cuda_stops_at_once():
+    with pytest.raises(RunError, match="no usable CUDA"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    """torchrun with 2 gloo processes, each with half the global batch, gives the same loss and gradients."""
+    worker = Path(__file__).with_name("ddp_worker.py")
+    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one.pt")], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    double = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29581", str(worker), str(tmp_path / "two.pt")],
+        capture_output=True, text=True,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = torch.load(tmp_path / "one.pt", weights_only=True), torch.load(tmp_path / "two.pt", weights_only=True)
+    torch.testing.assert_close(two["loss"], one["loss"], rtol=1e-5, atol=1e-6)
+    assert one["grads"].keys() == two["grads"].keys() and len(one["grads"]) > 10
+    for name in one["grads"]:
+        torch.testing.assert_close(two["grads"][name], one["grads"][name], rtol=1e-4, atol=1e-6, msg=name)

@@ -1,0 +1,93 @@
+"""Retrieval metrics: R@1/5/10, mAP@10, median and mean rank in both directions.
+
+Protocol of the public audio-text retrieval code (see docs/decisions/factors.md):
+- text->audio: each caption ranks all clips; R@k is the share of captions whose clip is in the top
+  k; mAP@10 is the mean of 1/rank when rank <= 10, else 0.
+- audio->text: each clip ranks all captions; its rank is the best rank of its correct captions;
+  mAP@10 = sum over its correct captions ranked within the top 10 of i / rank_i (ranks ascending,
+  i = 1, 2, ...) divided by the clip's number of correct captions.
+Ties are broken against the correct items: every wrong item whose score equals a correct item's
+score is ranked above it, and tied correct items take consecutive ranks. The result depends only
+on the scores, never on the order of rows or columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KS = (1, 5, 10)
+MAP_AT = 10
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        x = x.double() if x.is_floating_point() else x
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _worst_case_ranks(scores: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Correct-item flags in ranking order: (Q, N) bool, column r True when rank r + 1 is correct.
+
+    Each row is sorted by descending score; within equal scores the wrong items come first.
+    """
+    order = np.lexsort((correct, -scores), axis=-1)  # last key is the primary one
+    return np.take_along_axis(correct, order, axis=-1)
+
+
+def _direction(ranked: np.ndarray, prefix: str) -> dict[str, float]:
+    """Metrics of one direction from its (Q, N) ranked correct-flags."""
+    n_correct = ranked.sum(axis=1)  # (Q,)
+    best = ranked.argmax(axis=1) + 1  # (Q,) best rank of a correct item
+    top = ranked[:, :MAP_AT]  # (Q, <=10)
+    positions = np.arange(1, top.shape[1] + 1)
+    hits = np.cumsum(top, axis=1)  # i: number of correct items up to this rank
+    ap = np.where(top, hits / positions, 0.0).sum(axis=1) / n_correct  # (Q,)
+    out = {f"{prefix}_R{k}": 100.0 * float(np.mean(best <= k)) for k in KS}
+    out[f"{prefix}_mAP10"] = 100.0 * float(ap.mean())
+    out[f"{prefix}_medr"] = float(np.median(best))
+    out[f"{prefix}_meanr"] = float(best.mean())
+    return out
+
+
+def retrieval_metrics(sim, caption_audio) -> dict[str, float]:
+    """Retrieval metrics of a similarity matrix, in percent (R@k, mAP@10) and ranks (medr, meanr).
+
+    sim: (Na, Nt) numpy array or tensor, rows audio clips, columns captions.
+    caption_audio: (Nt,) integer clip index (row of sim) of every caption; every clip needs at
+    least one caption, and any number per clip is allowed.
+    Returns t2a_R1, t2a_R5, t2a_R10, t2a_mAP10, t2a_medr, t2a_meanr and the same for a2t.
+    """
+    s = _to_numpy(sim).astype(np.float64)
+    owner = _to_numpy(caption_audio)
+    if s.ndim != 2:
+        raise ValueError(f"sim must be a 2-D (Na, Nt) matrix, got shape {s.shape}")
+    n_audio, n_text = s.shape
+    if owner.shape != (n_text,):
+        raise ValueError(
+            f"caption_audio must have shape ({n_text},), one clip index per column of sim, got {owner.shape}"
+        )
+    if not np.issubdtype(owner.dtype, np.integer):
+        raise ValueError(f"caption_audio must hold integer clip indices, got dtype {owner.dtype}")
+    bad = np.flatnonzero((owner < 0) | (owner >= n_audio))
+    if bad.size:
+        raise ValueError(
+            f"caption_audio[{bad[0]}] = {owner[bad[0]]} is not a row of sim (0..{n_audio - 1}); "
+            f"{bad.size} caption(s) point outside the clips"
+        )
+    counts = np.bincount(owner, minlength=n_audio)
+    lonely = np.flatnonzero(counts == 0)
+    if lonely.size:
+        raise ValueError(
+            f"clip(s) {lonely[:10].tolist()} ({lonely.size} in all) have no caption in caption_audio: "
+            f"drop those rows of sim or add their captions"
+        )
+    if not np.isfinite(s).all():
+        raise ValueError("sim contains NaN or infinite values")
+
+    correct = owner[None, :] == np.arange(n_audio)[:, None]  # (Na, Nt)
+    t2a = _direction(_worst_case_ranks(s.T, correct.T), "t2a")  # captions rank clips
+    a2t = _direction(_worst_case_ranks(s, correct), "a2t")  # clips rank captions
+    return {**t2a, **a2t}

@@ -1,0 +1,225 @@
+"""The retrieval model: one variant of the paper's Tables 1-3 built from a `Config`.
+
+Variants (paper section 3.2 and Table 3):
+
+| variant   | similarity S                         | extra losses        |
+|-----------|--------------------------------------|---------------------|
+| DP        | S_DP (cosine of projected ā, t̄)      |                     |
+| THA       | S_THA (Eq. 1, 3 levels, 2 directions)|                     |
+| THA+DP    | S_THA + S_DP                         |                     |
+| DCR       | S_DCR (Eq. 4, CA weights)            | alpha L_D + beta L_A|
+| THA+DCR   | S_THA + S_DCR                        | alpha L_D + beta L_A|
+| DP+LD     | sum_i cos(e_i^t, e_i^a) (no CA)      | alpha L_D           |
+| DP+LD+LA  | sum_i cos(e_i^t, e_i^a) (no CA)      | alpha L_D + beta L_A|
+
+The training objective is L = L_S + alpha L_D + beta L_A (section 2.4), L_S = NT-Xent (Eq. 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thadcr.alignment import THA
+from thadcr.audio import HTSAT, ResNet38, load_htsat_checkpoint, load_resnet38_checkpoint
+from thadcr.config import Config, ConfigError
+from thadcr.factors import (
+    ConfidenceAware,
+    FactorProjection,
+    alignment_loss,
+    dcr_similarity,
+    decoupling_loss,
+    factor_correlation,
+    uniform_factor_similarity,
+)
+from thadcr.losses import nt_xent
+from thadcr.text import TextEncoder, TextOutput
+
+FACTOR_VARIANTS = ("DCR", "THA+DCR", "DP+LD", "DP+LD+LA")
+
+
+@dataclass
+class Embeddings:
+    """What one modality contributes to the similarity; None where the variant does not use it.
+
+    tha: list of 3 projected levels (B, M_l or N_l, D); mask: (B, N) valid words (text only);
+    dp: (B, D) projected global feature; factors: (B, K, D // K) latent factors.
+    """
+
+    tha: list[torch.Tensor] | None = None
+    mask: torch.Tensor | None = None
+    dp: torch.Tensor | None = None
+    factors: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        for x in (self.dp, self.factors, self.tha[0] if self.tha else None):
+            if x is not None:
+                return x.shape[0]
+        return 0
+
+    def select(self, index: slice | torch.Tensor) -> "Embeddings":
+        """Rows `index` of every field (blocks for evaluation)."""
+        pick = lambda x: None if x is None else x[index]  # noqa: E731
+        return Embeddings(
+            tha=None if self.tha is None else [level[index] for level in self.tha],
+            mask=pick(self.mask),
+            dp=pick(self.dp),
+            factors=pick(self.factors),
+        )
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Embeddings":
+        move = lambda x: None if x is None else x.to(device, dtype if x.is_floating_point() else None)  # noqa: E731
+        return Embeddings(
+            tha=None if self.tha is None else [move(level) for level in self.tha],
+            mask=move(self.mask),
+            dp=move(self.dp),
+            factors=move(self.factors),
+        )
+
+
+def concat_embeddings(parts: list[Embeddings]) -> Embeddings:
+    """Concatenate blocks of Embeddings along the batch axis (text levels padded to one length)."""
+    first = parts[0]
+    cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
+    tha = None
+    mask = None
+    if first.tha is not None:
+        if first.mask is not None:  # text: pad the word axis to the longest block
+            width = max(p.mask.shape[1] for p in parts)
+            tha = [
+                torch.cat([F.pad(p.tha[level], (0, 0, 0, width - p.tha[level].shape[1])) for p in parts])
+                for level in range(len(first.tha))
+            ]
+            mask = torch.cat([F.pad(p.mask, (0, width - p.mask.shape[1])) for p in parts])
+        else:
+            tha = [torch.cat([p.tha[level] for p in parts]) for level in range(len(first.tha))]
+    return Embeddings(
+        tha=tha,
+        mask=mask if mask is not None else cat([p.mask for p in parts]),
+        dp=cat([p.dp for p in parts]),
+        factors=cat([p.factors for p in parts]),
+    )
+
+
+class RetrievalModel(nn.Module):
+    """Dual-stream Transformers (2.1) with THA (2.2), DP, DCR (2.3) and CA (2.4) as the variant asks."""
+
+    def __init__(self, config: Config, load_weights: bool = True):
+        super().__init__()
+        self.config = config
+        variant = config.variant
+        self.uses_tha = variant.startswith("THA")
+        self.uses_dp = variant in ("DP", "THA+DP")
+        self.uses_factors = variant in FACTOR_VARIANTS
+        self.uses_ca = variant in ("DCR", "THA+DCR")
+        self.loss_weights = {
+            "alpha": config.alpha if self.uses_factors else 0.0,
+            "beta": config.beta if variant in ("DCR", "THA+DCR", "DP+LD+LA") else 0.0,
+        }
+
+        if config.audio_encoder == "resnet38":
+            if self.uses_tha:
+                raise ConfigError(
+                    f"variant {variant} needs token-level audio features; ResNet38 has none. "
+                    "Use audio_encoder=htsat for THA variants."
+                )
+            self.audio_encoder = ResNet38(width=config.resnet38_width)
+            loader = load_resnet38_checkpoint
+        else:
+            self.audio_encoder = HTSAT(config.htsat_size)
+            loader = load_htsat_checkpoint
+        if load_weights and config.audio_checkpoint:
+            self.audio_load_report = loader(self.audio_encoder, config.audio_checkpoint)
+
+        self.text_encoder = TextEncoder(
+            config.text_model, layers=tuple(config.text_layers), trainable_layers=config.text_trainable_layers
+        )
+        audio_dim, text_dim = self.audio_encoder.pooled_dim, self.text_encoder.hidden_dim
+        if self.uses_tha:
+            self.tha = THA(
+                self.audio_encoder.stage_dims,
+                text_dim,
+                config.joint_dim,
+                lam=config.lam,
+                reduce=config.tha_reduce,
+            )
+        if self.uses_dp:
+            self.audio_dp = nn.Linear(audio_dim, config.joint_dim)
+            self.text_dp = nn.Linear(text_dim, config.joint_dim)
+        if self.uses_factors:
+            self.audio_factors = FactorProjection(audio_dim, config.joint_dim, config.n_factors)
+            self.text_factors = FactorProjection(text_dim, config.joint_dim, config.n_factors)
+        if self.uses_ca:
+            self.ca = ConfidenceAware(config.joint_dim // config.n_factors)
+
+    # ----------------------------------------------------------------- encoders
+    def encode_audio(self, logmel: torch.Tensor) -> Embeddings:
+        """logmel (B, frames, 64) -> the audio side of every similarity the variant uses."""
+        assert logmel.dim() == 3 and logmel.shape[-1] == 64, f"expected (B, frames, 64), got {tuple(logmel.shape)}"
+        out = self.audio_encoder(logmel)
+        return Embeddings(
+            tha=self.tha.project_audio(out.stages) if self.uses_tha else None,
+            dp=self.audio_dp(out.pooled) if self.uses_dp else None,
+            factors=self.audio_factors(out.pooled) if self.uses_factors else None,
+        )
+
+    def text_features(self, captions: list[str]) -> TextOutput:
+        """Run the text Transformer (no projection): levels, word mask and [CLS]."""
+        return self.text_encoder(captions)
+
+    def encode_text(self, captions: list[str] | TextOutput) -> Embeddings:
+        """Captions (or precomputed `TextOutput`, e.g. cached from a frozen encoder) -> text side."""
+        out = captions if isinstance(captions, TextOutput) else self.text_features(captions)
+        return Embeddings(
+            tha=self.tha.project_text(out.levels) if self.uses_tha else None,
+            mask=out.mask if self.uses_tha else None,
+            dp=self.text_dp(out.cls) if self.uses_dp else None,
+            factors=self.text_factors(out.cls) if self.uses_factors else None,
+        )
+
+    # ----------------------------------------------------------------- scores
+    def similarity(self, audio: Embeddings, text: Embeddings) -> torch.Tensor:
+        """All pairs: (Na, Nt) = the sum of the variant's similarities (section 2.4, after Eq. 5)."""
+        sim = None
+        parts = []
+        if self.uses_tha:
+            parts.append(self.tha.score(audio.tha, text.tha, text.mask))
+        if self.uses_dp:
+            parts.append(F.normalize(audio.dp, dim=-1) @ F.normalize(text.dp, dim=-1).T)
+        if self.uses_ca:
+            parts.append(dcr_similarity(audio.factors, text.factors, self.ca))
+        elif self.uses_factors:
+            parts.append(uniform_factor_similarity(audio.factors, text.factors))
+        for part in parts:
+            sim = part if sim is None else sim + part
+        assert sim.shape == (len(audio), len(text))
+        return sim
+
+    def loss(self, logmel: torch.Tensor, text: list[str] | TextOutput, clip_ids: torch.Tensor | None = None) -> dict:
+        """L = L_S + alpha L_D + beta L_A for a batch of matching (clip, caption) pairs."""
+        audio_emb = self.encode_audio(logmel)
+        text_emb = self.encode_text(text)
+        return self.loss_from_embeddings(audio_emb, text_emb, clip_ids)
+
+    def loss_from_embeddings(
+        self, audio_emb: Embeddings, text_emb: Embeddings, clip_ids: torch.Tensor | None = None
+    ) -> dict:
+        sim = self.similarity(audio_emb, text_emb)  # (B, B), positives on the diagonal
+        ids = clip_ids if self.config.same_clip_positives else None
+        loss_s = nt_xent(sim.float(), self.config.tau, clip_ids=ids)
+        zero = loss_s.new_zeros(())
+        loss_d, loss_a = zero, zero
+        if self.uses_factors:
+            corr = factor_correlation(text_emb.factors.float(), audio_emb.factors.float())
+            loss_d = decoupling_loss(corr)
+            loss_a = alignment_loss(corr)
+        total = loss_s + self.loss_weights["alpha"] * loss_d + self.loss_weights["beta"] * loss_a
+        return {"loss": total, "loss_S": loss_s, "loss_D": loss_d, "loss_A": loss_a}
+
+
+def build_model(config: Config, load_weights: bool = True) -> RetrievalModel:
+    """The factory: a RetrievalModel for `config.variant` (see the module table)."""
+    return RetrievalModel(config, load_weights=load_weights)

@@ -1,0 +1,521 @@
+"""Reproduce the paper's Tables 1-5: plan the runs, execute them as notebooks, render the tables.
+
+- `plan(profile)` expands Tables 1-5 (section 3) into runs; a run shared by several tables
+  (e.g. DCR with K=8, alpha=0.01, beta=0.005 is in Tables 1, 3, 4 and 5) runs once.
+- `execute(runs, results_dir)` runs each one with papermill through `notebooks/train.py` into
+  `results/<profile>/runs/<run-id>/`; finished runs (metrics.json present) are skipped,
+  interrupted ones are resumed, and `shard="i/n"` splits the plan for SLURM arrays.
+- `render(profile, results_dir)` writes `tables/table1.csv ... table5.csv` (ours beside the
+  paper's values) and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from thadcr.config import Config, make_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.py"
+PAPER_RESULTS = REPO_ROOT / "data" / "paper_results.csv"
+
+PROFILES = ("tiny", "paper")
+DATASETS = ("audiocaps", "clotho")
+TABLES = (1, 2, 3, 4, 5)
+METRICS = ("t2a_R1", "t2a_R5", "t2a_R10", "a2t_R1", "a2t_R5", "a2t_R10")
+EXTRA_METRICS = ("t2a_mAP10", "a2t_mAP10")  # ours only: the paper reports no mAP@10
+TINY_DATA_ROOTS = {"audiocaps": "data/embedded/audiocaps", "clotho": "data/embedded/clotho"}
+PANNS_CHECKPOINT = "checkpoints/ResNet38_mAP=0.434.pth"
+
+# Paper section 3.1: K = 8, alpha = 0.01, beta = 0.005.
+_PAPER = {"audio_encoder": "htsat", "n_factors": 8, "alpha": 0.01, "beta": 0.005}
+
+
+def _row(variant: str, **changes: Any) -> dict[str, Any]:
+    return {**_PAPER, "variant": variant, **changes}
+
+
+# (method label as in data/paper_results.csv, settings); the data set of each table below.
+TABLE_ROWS: dict[int, list[tuple[str, dict[str, Any]]]] = {
+    1: [
+        ("DP (ResNet38)", _row("DP", audio_encoder="resnet38")),
+        ("DP (HTSAT)", _row("DP")),
+        ("THA", _row("THA")),
+        ("THA+DP", _row("THA+DP")),
+        ("DCR", _row("DCR")),
+        ("THA+DCR", _row("THA+DCR")),
+    ],
+    2: [
+        ("DP (HTSAT)", _row("DP")),
+        ("THA", _row("THA")),
+        ("THA+DP", _row("THA+DP")),
+        ("DCR", _row("DCR")),
+        ("THA+DCR", _row("THA+DCR")),
+    ],
+    3: [
+        ("DP (HTSAT)", _row("DP")),
+        ("DP+LD", _row("DP+LD")),
+        ("DP+LD+LA", _row("DP+LD+LA")),
+        ("DCR", _row("DCR")),
+    ],
+    4: [(f"K={k}", _row("DCR", n_factors=k)) for k in (6, 8, 10)],
+    5: [(f"alpha={a:g}", _row("DCR", alpha=a)) for a in (0.005, 0.01, 0.02)]
+    + [(f"beta={b:g}", _row("DCR", beta=b)) for b in (0.001, 0.005, 0.01)],
+}
+TABLE_DATASET = {1: "audiocaps", 2: "clotho", 3: "audiocaps", 4: "audiocaps", 5: "audiocaps"}
+SEEDED_TABLES = (1,)  # the paper repeats Table 1 over 3 seeds; the others are single runs
+
+
+class ReproduceError(RuntimeError):
+    """A plan, a results folder or a results file is unusable; the message says what to do."""
+
+
+def setting_id(dataset: str, variant: str, audio_encoder: str, n_factors: int, alpha: float, beta: float) -> str:
+    """A run's settings but the seed, e.g. ``audiocaps-DCR-htsat-K8-a0.01-b0.005``."""
+    return f"{dataset}-{variant}-{audio_encoder}-K{n_factors}-a{alpha:g}-b{beta:g}"
+
+
+# ----------------------------------------------------------------------------- the plan
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of the plan; `tables` lists the tables that use it."""
+
+    profile: str
+    dataset: str
+    variant: str
+    audio_encoder: str
+    n_factors: int
+    alpha: float
+    beta: float
+    seed: int
+    tables: tuple[int, ...] = ()
+
+    @property
+    def setting_id(self) -> str:
+        return setting_id(self.dataset, self.variant, self.audio_encoder, self.n_factors, self.alpha, self.beta)
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.setting_id}-s{self.seed}"
+
+    def parameters(self, out_dir: Path, resume: bool) -> dict[str, Any]:
+        """The parameters of notebooks/train.py for this run."""
+        return {
+            "variant": self.variant,
+            "dataset": self.dataset,
+            "profile": self.profile,
+            "seed": self.seed,
+            "n_factors": self.n_factors,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "epochs": None,
+            "out_dir": str(out_dir),
+            "device": "auto",
+            "overrides": {"audio_encoder": self.audio_encoder},
+            "resume": resume,
+        }
+
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ReproduceError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+
+
+def plan(profile: str, tables: Iterable[int] = TABLES, seeds: int = 3) -> list[Run]:
+    """The runs of the chosen tables; Table 1 rows run `seeds` seeds (0..seeds-1), others seed 0.
+
+    A run used by several tables appears once (tables merged), in order of first use.
+    """
+    _check_profile(profile)
+    tables = tuple(tables)
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown or not tables:
+        raise ReproduceError(f"tables {list(tables)}: choose among {list(TABLES)}")
+    if seeds < 1:
+        raise ReproduceError(f"seeds must be at least 1, got {seeds}")
+    runs: dict[str, Run] = {}
+    for table in sorted(set(tables)):
+        for _, settings in TABLE_ROWS[table]:
+            for seed in range(seeds if table in SEEDED_TABLES else 1):
+                run = Run(profile=profile, dataset=TABLE_DATASET[table], seed=seed, **settings)
+                known = runs.get(run.run_id, run)
+                runs[run.run_id] = dataclasses.replace(known, tables=tuple(sorted({*known.tables, table})))
+    return list(runs.values())
+
+
+def config_for(profile: str, dataset: str, overrides: dict[str, Any] | None = None) -> Config:
+    """The Config of one run: profile `tiny` (embedded data) or `paper` (paper-<dataset>.yaml).
+
+    On the paper profile a ResNet38 run loads the PANNs checkpoint unless `audio_checkpoint`
+    is given (the paper profiles name the HTS-AT one).
+    """
+    _check_profile(profile)
+    if dataset not in DATASETS:
+        raise ReproduceError(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+    overrides = dict(overrides or {})
+    if profile == "tiny":
+        overrides.setdefault("data_root", TINY_DATA_ROOTS[dataset])
+        return make_config("tiny", overrides)
+    if overrides.get("audio_encoder") == "resnet38":
+        overrides.setdefault("audio_checkpoint", PANNS_CHECKPOINT)
+    return make_config(f"paper-{dataset}", overrides)
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """``"i/n"`` (0 <= i < n) -> (i, n); None -> (0, 1)."""
+    if shard is None:
+        return 0, 1
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ReproduceError(f"shard {shard!r} must be 'i/n' with 0 <= i < n, e.g. '0/4' (SLURM: $SLURM_ARRAY_TASK_ID/n)")
+    return int(match[1]), int(match[2])
+
+
+def select_shard(runs: Sequence[Run], shard: str | None) -> list[Run]:
+    """Deterministic round-robin: shard i/n takes runs i, i+n, i+2n, ... of the plan's order."""
+    index, count = parse_shard(shard)
+    return list(runs[index::count])
+
+
+# ----------------------------------------------------------------------------- execution
+def runs_dir(results_dir: str | Path, profile: str) -> Path:
+    return Path(results_dir) / profile / "runs"
+
+
+def is_complete(run_dir: Path) -> bool:
+    """metrics.json is written last and atomically by thadcr.train: its presence means done."""
+    return (run_dir / "metrics.json").is_file()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def papermill_executor(notebook: Path, output: Path, parameters: dict[str, Any], log: Path) -> int:
+    """Run papermill in a child process (one kernel per run); returns its exit status."""
+    command = [
+        sys.executable, "-m", "papermill", str(notebook), str(output),
+        "-y", json.dumps(parameters), "-k", "python3", "--cwd", os.getcwd(), "--no-progress-bar",
+    ]  # fmt: skip
+    with open(log, "w") as stream:
+        return subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=False).returncode
+
+
+Executor = Callable[[Path, Path, dict[str, Any], Path], int]
+
+
+def _execute_one(run: Run, notebook: Path, root: Path, executor: Executor) -> tuple[str, str]:
+    """Run one notebook; returns (status, message) with status 'done' or 'failed'."""
+    run_dir = root / run.run_id
+    resume = run_dir.exists()  # an earlier attempt left files: continue it
+    run_dir.mkdir(parents=True, exist_ok=True)
+    partial, final = run_dir / "run.ipynb.partial", run_dir / "run.ipynb"
+    log = run_dir / "papermill.log"
+    status = executor(notebook, partial, run.parameters(run_dir.resolve(), resume), log)
+    if partial.exists():
+        os.replace(partial, final)
+    if status != 0:
+        return "failed", f"notebook exited with status {status}; see {final} and {log}"
+    if not is_complete(run_dir):
+        return "failed", f"notebook finished but wrote no metrics.json; see {final}"
+    return "done", str(final)
+
+
+def execute(
+    runs: Sequence[Run],
+    results_dir: str | Path = "results",
+    jobs: int = 1,
+    shard: str | None = None,
+    executor: Executor = papermill_executor,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Execute this shard's runs into results/<profile>/runs/<run-id>/ (run.ipynb, metrics.json).
+
+    Completed runs are skipped; a run folder without metrics.json is resumed (resume=True).
+    Failures are collected and the plan goes on. Writes an execution record (elapsed wall time)
+    to results/<profile>/executions/ and returns it.
+    """
+    started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+    profiles = {run.profile for run in runs}
+    if len(profiles) > 1:
+        raise ReproduceError(f"runs of several profiles {sorted(profiles)} in one execute call: plan one profile")
+    if jobs < 1:
+        raise ReproduceError(f"jobs must be at least 1, got {jobs}")
+    profile = profiles.pop() if profiles else "tiny"
+    root = runs_dir(results_dir, profile)
+    mine = select_shard(runs, shard)
+    todo = [run for run in mine if not is_complete(root / run.run_id)]
+    record: dict[str, Any] = {
+        "profile": profile,
+        "shard": shard or "0/1",
+        "jobs": jobs,
+        "started": started.isoformat(timespec="seconds"),
+        "skipped": [run.run_id for run in mine if run not in todo],
+        "done": [],
+        "failed": {},
+    }
+    if todo:
+        if not TRAIN_NOTEBOOK.is_file():
+            raise ReproduceError(f"{TRAIN_NOTEBOOK} is missing: run from a source checkout of thadcr")
+        import jupytext
+
+        with tempfile.TemporaryDirectory() as tmp:
+            notebook = Path(tmp) / "train.ipynb"
+            jupytext.write(jupytext.read(TRAIN_NOTEBOOK), notebook)  # once per execute call
+            _run_all(todo, notebook, root, executor, jobs, record, clock, progress)
+    record["elapsed_s"] = time.perf_counter() - clock
+    record["machine"] = machine()
+    executions = Path(results_dir) / profile / "executions"
+    executions.mkdir(parents=True, exist_ok=True)
+    name = f"{started:%Y%m%dT%H%M%S}-shard{record['shard'].replace('/', 'of')}-{os.getpid()}.json"
+    _atomic_write_text(executions / name, json.dumps(record, indent=2))
+    for run_id, message in record["failed"].items():
+        print(f"FAILED {run_id}: {message}", file=sys.stderr)
+    return record
+
+
+def _run_all(todo, notebook, root, executor, jobs, record, clock, progress) -> None:
+    bar = tqdm(total=len(todo), unit="run", disable=not progress, dynamic_ncols=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending = {pool.submit(_execute_one, run, notebook, root, executor): run for run in todo}
+        while pending:
+            running = ", ".join(run.run_id for run in list(pending.values())[:jobs])
+            bar.set_description(f"running {running}")
+            bar.set_postfix_str(f"{len(pending)} left, {time.perf_counter() - clock:.0f} s so far")
+            finished, _ = concurrent.futures.wait(pending, timeout=5, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                run = pending.pop(future)
+                try:
+                    status, message = future.result()
+                except Exception as error:  # an executor crash must not stop the plan
+                    status, message = "failed", f"{type(error).__name__}: {error}"
+                if status == "done":
+                    record["done"].append(run.run_id)
+                else:
+                    record["failed"][run.run_id] = message
+                bar.update(1)
+    bar.close()
+
+
+# ----------------------------------------------------------------------------- rendering
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
+
+
+def load_paper_results(path: Path = PAPER_RESULTS) -> pd.DataFrame:
+    """The paper's Tables 1-5 (long format: table, method, metric, mean, std)."""
+    if not path.is_file():
+        raise ReproduceError(f"{path} is missing: it ships with the source checkout (data/paper_results.csv)")
+    frame = pd.read_csv(path)
+    expected = ["table", "method", "metric", "mean", "std"]
+    if list(frame.columns) != expected:
+        raise ReproduceError(f"{path}: columns {list(frame.columns)}, expected {expected}")
+    return frame
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """One run's metrics.json, checked for the test metrics the tables need."""
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ReproduceError(f"{path}: not valid JSON ({error}); delete the run folder and execute again") from None
+    missing = [key for key in METRICS if key not in metrics.get("test", {})]
+    if missing:
+        raise ReproduceError(f"{path}: 'test' lacks {', '.join(missing)}; delete the run folder and execute again")
+    return metrics
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; NaN below two values)."""
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def table_frame(table: int, expected: dict[str, list[str]], metrics: dict[str, dict], paper: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per (method, metric) with ours (mean, std over seeds), paper, diff.
+
+    expected: setting_id -> planned run ids; metrics: run_id -> metrics.json of finished runs.
+    """
+    rows = []
+    for method, settings in TABLE_ROWS[table]:
+        planned = expected.get(setting_id(TABLE_DATASET[table], **settings), [])
+        found = [run_id for run_id in planned if run_id in metrics]
+        for metric in METRICS + EXTRA_METRICS:
+            values = [float(metrics[run_id]["test"][metric]) for run_id in found if metric in metrics[run_id]["test"]]
+            mean, std = _mean_std(values)
+            ref = paper[(paper.table == table) & (paper.method == method) & (paper.metric == metric)]
+            paper_mean = float(ref["mean"].iloc[0]) if len(ref) else math.nan
+            paper_std = float(ref["std"].iloc[0]) if len(ref) else math.nan
+            rows.append({
+                "table": table, "method": method, "metric": metric,
+                "ours_mean": mean, "ours_std": std, "n_runs": len(values),
+                "paper_mean": paper_mean, "paper_std": paper_std, "diff": mean - paper_mean,
+                "runs": ";".join(found), "missing": ";".join(r for r in planned if r not in found),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) -> dict[str, Any]:
+    """Write results/<profile>/tables/table{1..5}.csv and summary.json from the finished runs.
+
+    A table row averages every planned seed of its setting (so Table 3's DCR row, shared with
+    Table 1, is the 3-seed mean, as in the paper). Returns the summary.
+    """
+    full = plan(profile, TABLES, seeds)
+    root = Path(results_dir) / profile
+    expected: dict[str, list[str]] = {}
+    for run in full:
+        expected.setdefault(run.setting_id, []).append(run.run_id)
+    metrics = {
+        run.run_id: read_metrics(root / "runs" / run.run_id / "metrics.json")
+        for run in full
+        if is_complete(root / "runs" / run.run_id)
+    }
+    paper = load_paper_results()
+    tables_dir = root / "tables"
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    for table in TABLES:
+        frame = table_frame(table, expected, metrics, paper)
+        _atomic_write_text(tables_dir / f"table{table}.csv", frame.to_csv(index=False, float_format="%.4f"))
+    summary = _summary(profile, full, metrics, root)
+    _atomic_write_text(root / "summary.json", json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _summary(profile: str, full: list[Run], metrics: dict[str, dict], root: Path) -> dict[str, Any]:
+    executions = []
+    for path in sorted((root / "executions").glob("*.json")):
+        try:
+            executions.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as error:
+            raise ReproduceError(f"{path}: not valid JSON ({error}); delete it") from None
+    data: dict[str, Any] = {}
+    for run in full:
+        if run.run_id in metrics and run.dataset not in data:
+            m = metrics[run.run_id]
+            data[run.dataset] = {"data_root": m.get("config", {}).get("data_root"), "splits": m.get("data")}
+    run_versions = [m.get("versions") for m in metrics.values() if m.get("versions")]
+    return {
+        "profile": profile,
+        "datasets": data,
+        "runs": {
+            "planned": len(full),
+            "complete": len(metrics),
+            "missing": [run.run_id for run in full if run.run_id not in metrics],
+        },
+        "wall_time_s": {
+            "sum_of_runs": sum(float(m.get("wall_time_s", 0.0)) for m in metrics.values()),
+            "execute_elapsed": sum(float(e.get("elapsed_s", 0.0)) for e in executions),
+            "execute_calls": [
+                {k: e.get(k) for k in ("started", "shard", "jobs", "elapsed_s", "machine")} for e in executions
+            ],
+        },
+        "machine": {
+            **machine(),
+            "run_devices": sorted({str(m.get("device")) for m in metrics.values()}),
+            "run_machines": [json.loads(t) for t in sorted({json.dumps(m.get("machine"), sort_keys=True) for m in metrics.values()})],
+        },
+        "versions": {"render": _versions(), "runs": run_versions[0] if run_versions else None},
+        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("thadcr", "torch", "numpy", "pandas", "papermill", "jupytext"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def paper_layout(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """A table CSV in the paper's layout: rows (method, ours|paper|diff), columns direction x R@k."""
+    columns = pd.MultiIndex.from_tuples(
+        [(direction, f"R@{k}") for direction in ("Text-to-Audio", "Audio-to-Text") for k in (1, 5, 10)]
+    )
+    methods = list(dict.fromkeys(frame["method"]))
+    index = pd.MultiIndex.from_product([methods, ["ours", "paper", "diff"]], names=["method", ""])
+    out = pd.DataFrame("", index=index, columns=columns)
+
+    def fmt(mean: float, std: float, signed: bool = False) -> str:
+        if math.isnan(mean):
+            return "missing"
+        text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+        return text if math.isnan(std) else f"{text} ± {std:.{digits}f}"
+
+    for row in frame.itertuples():
+        if row.metric not in METRICS:
+            continue
+        column = columns[METRICS.index(row.metric)]
+        out.loc[(row.method, "ours"), column] = fmt(row.ours_mean, row.ours_std)
+        out.loc[(row.method, "paper"), column] = fmt(row.paper_mean, row.paper_std)
+        out.loc[(row.method, "diff"), column] = fmt(row.diff, math.nan, signed=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `thadcr reproduce`."""
+    parser.add_argument("--profile", required=True, choices=PROFILES, help="tiny (embedded data, CPU) or paper")
+    parser.add_argument("--tables", default="1,2,3,4,5", help="comma-separated table numbers (default 1,2,3,4,5)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the Table 1 rows (default 3)")
+    parser.add_argument("--shard", default=None, help="i/n: run only every n-th run starting at i (0-based)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs executed at once (default 1)")
+    parser.add_argument("--results", default="results", help="results folder (default results)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Plan, execute this shard, render the tables; exit status 1 when a run failed, 2 on bad input."""
+    try:
+        try:
+            tables = [int(t) for t in args.tables.split(",") if t.strip()]
+        except ValueError:
+            raise ReproduceError(f"--tables {args.tables!r}: give table numbers like 1,2,3") from None
+        runs = plan(args.profile, tables, args.seeds)
+        record = execute(runs, args.results, jobs=args.jobs, shard=args.shard)
+        render(args.profile, args.results, seeds=args.seeds)
+    except ReproduceError as error:
+        print(f"thadcr reproduce: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{len(record['done'])} run(s) done, {len(record['skipped'])} already complete, "
+        f"{len(record['failed'])} failed; tables in {Path(args.results) / args.profile / 'tables'}"
+    )
+    return 1 if record["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="thadcr reproduce", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
