@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: py:percent,ipynb
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -11,6 +12,287 @@
 # ---
 
 # %% [markdown]
-# # Confidence-aware aggregation (CA)
+# # Confidence-aware aggregation, CA, and $S_{DCR}$ (section 2.4)
 #
-# *Stand-in page (paper section 2.4): the real notebook replaces this file.*
+# > "we first present a confidence-aware (CA) module to estimate the confidence for each
+# > audio-text latent factor pair. [...] Leveraging these confidence scores as weights, we
+# > adaptively aggregate all factor pairs to compute the text-audio similarity"
+#
+# The [previous page](dcr.py) built $K$ latent factors per modality. CA scores each pair of
+# same-index factors with a small MLP, and $S_{DCR}$ is the confidence-weighted sum of the $K$
+# factor cosines (Eq. 4). The similarity is trained with the NT-Xent loss (Eq. 5). Each piece is
+# checked against a literal loop below.
+
+# %%
+import inspect
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from IPython.display import Code, display
+
+
+def repo_root(start: Path) -> Path:
+    """The first folder at or above `start` that holds pyproject.toml (the repository root)."""
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    raise FileNotFoundError(f"no pyproject.toml at or above {start}: open this notebook inside the thadcr repository")
+
+
+os.chdir(repo_root(Path.cwd().resolve()))  # the book and nbval start in notebooks/; results paths are repo-relative
+torch.manual_seed(0)
+np.random.seed(0)
+np.set_printoptions(precision=4, suppress=True)
+plt.rcParams.update({"figure.dpi": 72})
+
+
+def show(obj) -> None:
+    """Display the source code of a package function or class."""
+    display(Code(inspect.getsource(obj), language="python"))
+
+
+# %% [markdown]
+# ## Confidence weights $g_i = \mathrm{MLP}([e_i^t, e_i^a])$
+#
+# > "for the $i$-th subspace, we concatenate the latent factor $e_i^t$ with the latent factor
+# > $e_i^a$ to form the input $\hat e_i = [e_i^t, e_i^a] \in \mathbb{R}^{2D/K}$ [...]
+# > $g_i = \mathrm{MLP}(\hat e_i)$, where MLP consists of two linear layers and a ReLU"
+#
+# $$g_i = W_2 \, \mathrm{ReLU}\big(W_1 [e_i^t; e_i^a] + b_1\big) + b_2 .$$
+#
+# One MLP ($2w \to 4w \to 1$, $w = D/K$) is shared by the $K$ subspaces and has no output
+# activation, as in the paper: $g_i$ is any real number.
+
+# %% tags=["nbval-ignore-output"]
+from thadcr.factors import CA_BLOCK_ELEMENTS, ConfidenceAware, dcr_similarity
+from thadcr.losses import nt_xent
+
+show(ConfidenceAware)
+
+# %%
+K, w = 4, 3
+ca = ConfidenceAware(w).double()
+assert (ca.fc1.in_features, ca.fc1.out_features, ca.fc2.out_features) == (2 * w, 4 * w, 1)
+W1, b1 = ca.fc1.weight.detach().numpy(), ca.fc1.bias.detach().numpy()  # (4w, 2w), (4w,)
+W2, b2 = ca.fc2.weight.detach().numpy(), ca.fc2.bias.detach().numpy()  # (1, 4w), (1,)
+
+
+def confidence_literal(e_t_i: np.ndarray, e_a_i: np.ndarray) -> float:
+    """g_i of one factor pair with explicit sums: e_t_i, e_a_i (w,) -> scalar."""
+    x = list(e_t_i) + list(e_a_i)  # [e_i^t, e_i^a], text first
+    hidden = [max(0.0, sum(W1[r, c] * x[c] for c in range(2 * w)) + b1[r]) for r in range(len(b1))]
+    return sum(W2[0, r] * hidden[r] for r in range(len(hidden))) + b2[0]
+
+
+e_text = torch.randn(5, K, w, dtype=torch.float64)  # 5 matching pairs
+e_audio = torch.randn(5, K, w, dtype=torch.float64)
+with torch.no_grad():
+    g = ca(e_text, e_audio)  # (B, K)
+assert g.shape == (5, K)
+g_literal = np.array([[confidence_literal(e_text[b, i].numpy(), e_audio[b, i].numpy()) for i in range(K)] for b in range(5)])
+assert np.allclose(g.numpy(), g_literal)
+print(f"g {tuple(g.shape)} (pairs x factors), equal to the literal MLP; values span {g.min():.3f} .. {g.max():.3f}")
+
+# %% [markdown]
+# ## Eq. 4: $S_{DCR}$
+#
+# $$S_{DCR} = \sum_{i=1}^{K} g_i \, \frac{(e_i^t)^\top e_i^a}{\lVert e_i^t \rVert \lVert e_i^a \rVert}$$
+#
+# For retrieval every clip is scored against every caption, so $g_i$ depends on the pair:
+# `dcr_similarity(e_audio (Na, K, w), e_text (Nt, K, w), ca)` returns the $(N_a, N_t)$ matrix.
+
+# %% tags=["nbval-ignore-output"]
+show(dcr_similarity)
+
+
+# %%
+def s_dcr_literal(e_a: np.ndarray, e_t: np.ndarray) -> np.ndarray:
+    """Eq. 4 with loops over clips, captions and factors: (Na, K, w), (Nt, K, w) -> (Na, Nt)."""
+    S = np.zeros((len(e_a), len(e_t)))
+    for a in range(len(e_a)):
+        for t in range(len(e_t)):
+            for i in range(e_a.shape[1]):
+                cosine = e_t[t, i] @ e_a[a, i] / (np.linalg.norm(e_t[t, i]) * np.linalg.norm(e_a[a, i]))
+                S[a, t] += confidence_literal(e_t[t, i], e_a[a, i]) * cosine
+    return S
+
+
+e_audio = torch.randn(3, K, w, dtype=torch.float64)  # 3 clips
+e_text = torch.randn(4, K, w, dtype=torch.float64)  # 4 captions
+with torch.no_grad():
+    S = dcr_similarity(e_audio, e_text, ca)
+assert S.shape == (3, 4)
+assert np.allclose(S.numpy(), s_dcr_literal(e_audio.numpy(), e_text.numpy()))
+print("S_DCR (clips x captions), equal to the literal Eq. 4:")
+print(S.numpy())
+
+# %% [markdown]
+# ## The all-pairs trick
+#
+# Concatenating the factors of every clip-caption pair builds an $(N_a N_t K, 2w)$ input. The
+# first layer is linear, so splitting $W_1 = [W_1^t \; W_1^a]$ gives
+#
+# $$W_1 [e^t; e^a] + b_1 = W_1^t e^t + (W_1^a e^a + b_1):$$
+#
+# each caption and each clip is projected once, and only the sum, the ReLU and the second
+# layer run per pair (`ConfidenceAware.all_pairs`). It must equal the per-pair forward:
+
+# %%
+x_t, x_a = e_text[1, 2].numpy(), e_audio[0, 2].numpy()  # one factor pair
+joint = W1 @ np.concatenate([x_t, x_a]) + b1
+split = W1[:, :w] @ x_t + (W1[:, w:] @ x_a + b1)
+assert np.allclose(joint, split)
+
+with torch.no_grad():
+    fast = ca.all_pairs(e_audio, e_text)  # (Na, Nt, K)
+    pairs_t = e_text[None].expand(3, 4, K, w).reshape(12, K, w)  # every caption for every clip
+    pairs_a = e_audio[:, None].expand(3, 4, K, w).reshape(12, K, w)
+    naive = ca(pairs_t, pairs_a).view(3, 4, K)  # the concatenation, pair by pair
+assert fast.shape == (3, 4, K) and torch.allclose(fast, naive)
+print("all_pairs == per-pair concatenation:", tuple(fast.shape), "(clips, captions, factors)")
+
+# %% [markdown]
+# What it saves on the AudioCaps test set (957 clips x 4785 captions) with the paper's
+# $D = 768$, $K = 8$ ($w = 96$, hidden $4w = 384$), counted in multiply-adds of the first layer:
+
+# %%
+Na, Nt, K_paper, w_paper = 957, 4785, 8, 96
+H = 4 * w_paper
+pairs = Na * Nt * K_paper
+concat_cost = pairs * 2 * w_paper * H  # (Na Nt K, 2w) input times W1^T
+split_cost = (Na + Nt) * K_paper * w_paper * H + pairs * H  # each side once, then one addition per pair
+assert concat_cost / split_cost > 100
+print(f"{pairs:,} factor pairs")
+print(f"  concatenate every pair: {concat_cost:.2e} multiply-adds, input tensor {pairs * 2 * w_paper * 4 / 1e9:.1f} GB")
+print(f"  split W1 (all_pairs):   {split_cost:.2e} operations, {concat_cost / split_cost:.0f}x fewer, no concatenated tensor")
+print(f"the ReLU activation is built for blocks of clips of at most {CA_BLOCK_ELEMENTS:,} elements")
+
+# %% [markdown]
+# ## What the weights pick up
+#
+# A trained run of `DCR` or `THA+DCR` stores in `factors.npz` the weights $g$ of every test
+# caption with its own clip (`g_positive`) and with a random other clip (`g_negative`), for the
+# initial and the trained model. If CA learns what the paper says ("a smaller value of $g_i$
+# implies that the semantic element is less likely to match"), matching pairs should get larger
+# weights after training.
+
+# %% tags=["nbval-ignore-output"]
+runs = [p for p in sorted(Path("results/tiny/runs").glob("*/factors.npz")) if "g_positive" in np.load(p)]
+preferred = [p for p in runs if p.parent.name.startswith("audiocaps-DCR-htsat-K8-")]
+if not runs:
+    print(
+        "No results/tiny/runs/*/factors.npz with CA weights yet. Make one with "
+        "`thadcr reproduce --profile tiny --tables 3` or train a DCR run with notebooks/train.py "
+        "(`papermill ... -p variant DCR -p out_dir results/tiny/runs/audiocaps-DCR-htsat-K8-a0.01-b0.005-s0`)."
+    )
+else:
+    path = (preferred or runs)[0]
+    saved = np.load(path)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, suffix, title in zip(axes, ("_initial", ""), ("initial model", "trained model")):
+        pos, neg = saved["g_positive" + suffix].ravel(), saved["g_negative" + suffix].ravel()
+        bins = np.linspace(min(pos.min(), neg.min()), max(pos.max(), neg.max()), 40)
+        ax.hist(neg, bins=bins, alpha=0.6, label=f"non-matching (mean {neg.mean():.3f})")
+        ax.hist(pos, bins=bins, alpha=0.6, label=f"matching (mean {pos.mean():.3f})")
+        ax.set(title=title, xlabel="confidence g_i (all factors)", ylabel="count")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{path.parent.name}: CA weights on the test split")
+    fig.tight_layout()
+    plt.show()
+    per_factor = pd.DataFrame({"matching": saved["g_positive"].mean(0), "non-matching": saved["g_negative"].mean(0)})
+    per_factor.index.name = "factor i"
+    display(per_factor.round(3).T)
+
+# %% [markdown]
+# ## NT-Xent, Eq. 5, on a 4 x 4 example
+#
+# $$\mathcal{L}_S = -\frac{1}{B}\left(\sum_{i=1}^{B} \log \frac{\exp(S_{i,i}/\tau)}{\sum_{j=1}^{B} \exp(S_{i,j}/\tau)}
+# + \sum_{i=1}^{B} \log \frac{\exp(S_{i,i}/\tau)}{\sum_{j=1}^{B} \exp(S_{j,i}/\tau)}\right)$$
+#
+# Rows are clips, columns captions, the diagonal the matching pairs; the first sum ranks the
+# captions of each clip, the second the clips of each caption. $S$ is any of the similarities
+# ($S_{DCR}$, $S_{THA} + S_{DCR}$, ...), $\tau = 0.07$.
+
+# %% tags=["nbval-ignore-output"]
+show(nt_xent)
+
+
+# %%
+def nt_xent_literal(S: list[list[float]], tau: float) -> float:
+    """Eq. 5 with loops, float64."""
+    B = len(S)
+    rows = sum(math.log(math.exp(S[i][i] / tau) / sum(math.exp(S[i][j] / tau) for j in range(B))) for i in range(B))
+    cols = sum(math.log(math.exp(S[i][i] / tau) / sum(math.exp(S[j][i] / tau) for j in range(B))) for i in range(B))
+    return -(rows + cols) / B
+
+
+S4 = [[0.9, 0.1, 0.2, 0.0], [0.3, 0.8, 0.1, 0.2], [0.1, 0.4, 0.7, 0.3], [0.2, 0.1, 0.5, 0.6]]
+tau = 0.07
+literal = nt_xent_literal(S4, tau)
+S4_t = torch.tensor(S4, dtype=torch.float64, requires_grad=True)
+package = nt_xent(S4_t, tau)
+assert package.dim() == 0 and abs(package.item() - literal) < 1e-4
+(grad,) = torch.autograd.grad(package, S4_t)
+assert (grad.diag() < 0).all() and (grad - torch.diag(grad.diag()) >= 0).all()
+print(f"L_S: loops {literal:.4f}, package {package.item():.4f}")
+print("dL/dS: negative on the diagonal (raise matching scores), positive off it:\n", grad.numpy())
+
+# %% [markdown]
+# With two captions of the same clip in a batch, the package (`clip_ids`) counts both as
+# positives of that clip, with a uniform target over them (a decision documented on the
+# reproduction-notes page; with distinct clips it is Eq. 5 above):
+
+# %%
+clip_ids = torch.tensor([0, 0, 1, 2])  # pairs 0 and 1 share a clip
+
+
+def nt_xent_soft_literal(S: list[list[float]], tau: float, ids: list[int]) -> float:
+    """Eq. 5 with targets uniform over the same-clip positives of each row and column, loops."""
+    B = len(S)
+    total = 0.0
+    for i in range(B):
+        positives = [j for j in range(B) if ids[j] == ids[i]]
+        row_norm = sum(math.exp(S[i][j] / tau) for j in range(B))
+        col_norm = sum(math.exp(S[j][i] / tau) for j in range(B))
+        total -= sum(math.log(math.exp(S[i][j] / tau) / row_norm) for j in positives) / len(positives)
+        total -= sum(math.log(math.exp(S[j][i] / tau) / col_norm) for j in positives) / len(positives)
+    return total / B
+
+
+soft = nt_xent(torch.tensor(S4), tau, clip_ids=clip_ids)
+assert abs(soft.item() - nt_xent_soft_literal(S4, tau, clip_ids.tolist())) < 1e-4
+assert torch.allclose(nt_xent(torch.tensor(S4), tau, clip_ids=torch.arange(4)), nt_xent(torch.tensor(S4), tau))
+print(f"L_S with clip ids {clip_ids.tolist()}: loops {nt_xent_soft_literal(S4, tau, clip_ids.tolist()):.4f}, "
+      f"package {soft.item():.4f}")
+print("(larger than before: S0,1 = 0.1 and S1,0 = 0.3 are now scores of matching pairs, far below S0,0 and S1,1)")
+
+# %% tags=["nbval-ignore-output"]
+S4_np = np.array(S4)
+row_p = np.exp(S4_np / tau) / np.exp(S4_np / tau).sum(axis=1, keepdims=True)
+col_p = np.exp(S4_np / tau) / np.exp(S4_np / tau).sum(axis=0, keepdims=True)
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+for ax, M, title in zip(axes, (S4_np, row_p, col_p),
+                        ("S (clips x captions)", "softmax over captions (rows)", "softmax over clips (columns)")):
+    im = ax.imshow(M, cmap="viridis", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(M):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.5 else "black", fontsize=9)
+    ax.set(title=title, xticks=range(4), yticks=range(4))
+fig.suptitle(f"Eq. 5 with tau = {tau}: the loss is minus the mean log of the diagonals of both softmaxes")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Summary
+#
+# - CA maps each concatenated factor pair $[e_i^t, e_i^a]$ to a real weight $g_i$ with one shared
+#   two-layer MLP; $S_{DCR}$ (Eq. 4) is the $g$-weighted sum of the $K$ factor cosines.
+# - For all clip-caption pairs, the first layer is split so each side is projected once: the
+#   same numbers, far fewer operations, and no concatenated tensor.
+# - The training loss is NT-Xent (Eq. 5) in both directions plus $\alpha \mathcal{L}_D +
+#   \beta \mathcal{L}_A$; its gradient raises matching and lowers non-matching similarities.

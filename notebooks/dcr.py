@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: py:percent,ipynb
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -11,6 +12,266 @@
 # ---
 
 # %% [markdown]
-# # Disentangled cross-modal representation (DCR)
+# # Disentangled cross-modal representation, DCR (section 2.3)
 #
-# *Stand-in page (paper section 2.3): the real notebook replaces this file.*
+# > "we introduce a disentangled cross-modal representation (DCR) approach for ATR, which
+# > disentangles high-dimensional audio and text representations into compact latent factors
+# > [...] For the former, we minimize mutual information among different latent factors [...]
+# > For the latter, we maximize mutual information for each latent factor pair separately"
+#
+# The global text vector $\bar t$ ([CLS]) and audio vector $\bar a$ (pooled HTS-AT) are each cut
+# into $K$ latent factors. Two losses act on the cross-modal correlation matrix $C$ of the
+# factors of matching pairs: $\mathcal{L}_D$ pushes different factors apart (off-diagonal of
+# $C$ to 0), $\mathcal{L}_A$ pulls the same factor of text and audio together (diagonal to 1).
+# This page checks each piece against a literal loop and on examples whose answer is known.
+
+# %%
+import inspect
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Code, display
+
+
+def repo_root(start: Path) -> Path:
+    """The first folder at or above `start` that holds pyproject.toml (the repository root)."""
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    raise FileNotFoundError(f"no pyproject.toml at or above {start}: open this notebook inside the thadcr repository")
+
+
+os.chdir(repo_root(Path.cwd().resolve()))  # the book and nbval start in notebooks/; results paths are repo-relative
+torch.manual_seed(0)
+np.random.seed(0)
+np.set_printoptions(precision=3, suppress=True)
+plt.rcParams.update({"figure.dpi": 72})
+
+
+def show(obj) -> None:
+    """Display the source code of a package function or class."""
+    display(Code(inspect.getsource(obj), language="python"))
+
+
+# %% [markdown]
+# ## Latent factors
+#
+# > "we project the text feature $\bar t$ into K factors separately, and get the $k$-th latent
+# > factor $e_k^t$: $e_k^t = W_k^t \bar t$, where $W_k^t \in \mathbb{R}^{\frac{D}{K} \times D}$"
+#
+# $$E^t = [e_1^t, \ldots, e_K^t], \quad e_k^t = W_k^t \bar t \in \mathbb{R}^{D/K}, \qquad
+# E^a = [e_1^a, \ldots, e_K^a], \quad e_k^a = W_k^a \bar a.$$
+#
+# `FactorProjection` stores the $K$ matrices stacked in one bias-free `Linear`; row block $k$ of
+# its weight is $W_k$.
+
+# %% tags=["nbval-ignore-output"]
+from thadcr.factors import FactorProjection, alignment_loss, decoupling_loss, factor_correlation
+
+show(FactorProjection)
+
+# %%
+B, in_dim, D, K = 3, 6, 8, 4
+w = D // K  # factor size D/K
+projection = FactorProjection(in_dim, D, K).double()
+t_bar = torch.randn(B, in_dim, dtype=torch.float64)
+factors = projection(t_bar)  # (B, K, D/K)
+assert factors.shape == (B, K, w)
+weight = projection.proj.weight.detach().numpy()  # (K * D/K, in_dim)
+for b in range(B):
+    for k in range(K):
+        W_k = weight[k * w : (k + 1) * w]  # (D/K, in_dim)
+        assert np.allclose(W_k @ t_bar[b].numpy(), factors[b, k].detach().numpy())
+print(f"t_bar {tuple(t_bar.shape)} -> factors {tuple(factors.shape)} = (B, K, D/K); e_k = W_k t_bar checked")
+
+# %% [markdown]
+# ## The correlation matrix $C$
+#
+# The mutual information of Eq. 2 is not computed directly. Each factor is standardised over
+# the batch of $B$ matching pairs and the cross-modal covariance is taken:
+#
+# $$z^t = \frac{e^t - \mathbb{E}[e^t]}{\sqrt{\mathrm{Var}[e^t]}}, \quad
+# z^a = \frac{e^a - \mathbb{E}[e^a]}{\sqrt{\mathrm{Var}[e^a]}}, \qquad
+# C_{i,j} = \mathbb{E}_{t,a}\big[(z_i^t)^\top z_j^a\big],$$
+#
+# and Eq. 3 reads $C$ as matching probabilities,
+# $p(e_i, e_j) = C_{i,j} / \sum_{k=1}^{K} C_{k,j}$. The package divides the inner product by the
+# $D/K$ dimensions, so that $C$ is a correlation in $[-1, 1]$ and $C_{i,i} = 1$ is reachable (with
+# a plain inner product $C_{i,i}$ of identical factors would be $D/K$, and $(1 - C_{i,i})^2$ could
+# never vanish); it also adds $\epsilon = 10^{-5}$ to the variance. The literal version below
+# follows the formula as written, loops over batch and dimensions, float64:
+
+# %% tags=["nbval-ignore-output"]
+show(factor_correlation)
+
+
+# %%
+def correlation_literal(e_t: np.ndarray, e_a: np.ndarray) -> np.ndarray:
+    """C of section 2.3 with loops: e_t, e_a (B, K, D/K) factors of B matching pairs -> (K, K)."""
+    B, K, w = e_t.shape
+
+    def standardise(e: np.ndarray) -> np.ndarray:
+        z = np.zeros_like(e)
+        for k in range(K):
+            for d in range(w):
+                mean = sum(e[b, k, d] for b in range(B)) / B
+                var = sum((e[b, k, d] - mean) ** 2 for b in range(B)) / B
+                for b in range(B):
+                    z[b, k, d] = (e[b, k, d] - mean) / math.sqrt(var)
+        return z
+
+    z_t, z_a = standardise(e_t), standardise(e_a)
+    C = np.zeros((K, K))
+    for i in range(K):
+        for j in range(K):
+            C[i, j] = sum(z_t[b, i] @ z_a[b, j] for b in range(B)) / B / w  # E over pairs, per dimension
+    return C
+
+
+def losses_literal(C: np.ndarray) -> tuple[float, float]:
+    """L_D = sum_i sum_{j != i} C_ij^2 and L_A = sum_i (1 - C_ii)^2, with loops."""
+    K = len(C)
+    L_D = sum(C[i, j] ** 2 for i in range(K) for j in range(K) if j != i)
+    L_A = sum((1 - C[i, i]) ** 2 for i in range(K))
+    return L_D, L_A
+
+
+e_t = torch.randn(16, 4, 3, dtype=torch.float64)
+e_a = 0.5 * e_t + torch.randn(16, 4, 3, dtype=torch.float64)  # partly aligned factors
+C = factor_correlation(e_t, e_a)
+assert C.shape == (4, 4)
+C_literal = correlation_literal(e_t.numpy(), e_a.numpy())
+assert np.allclose(C.numpy(), C_literal, atol=1e-4)  # the package's eps = 1e-5 is the only difference
+assert np.allclose(losses_literal(C_literal), (decoupling_loss(C).item(), alignment_loss(C).item()), atol=1e-3)
+print(f"C {tuple(C.shape)}: package and loops agree to {np.abs(C.numpy() - C_literal).max():.1e}")
+print(C.numpy())
+
+# %% [markdown]
+# ## $\mathcal{L}_D$ and $\mathcal{L}_A$ on examples with known answers
+#
+# $$\mathcal{L}_D = \sum_i \sum_{j \ne i} C_{i,j}^2, \qquad \mathcal{L}_A = \sum_i (1 - C_{i,i})^2.$$
+#
+# Factors built from columns of a Hadamard matrix are standardised ($\pm 1$, mean 0, variance 1)
+# and mutually orthogonal over the batch, so $C$ is known exactly: with $K = 4$ factors of 2
+# dimensions over $B = 16$ pairs,
+#
+# - identical text and audio factors: $C = I$, so $\mathcal{L}_D = 0$ and $\mathcal{L}_A = 0$;
+# - audio factors a cyclic permutation of the text factors: $C$ is that permutation matrix,
+#   $\mathcal{L}_D = K = 4$ (four off-diagonal ones) and $\mathcal{L}_A = K = 4$;
+# - negated factors: $C = -I$, $\mathcal{L}_D = 0$, $\mathcal{L}_A = 4 K = 16$;
+# - independent random factors: $C \approx 0$ (entries of order $1 / \sqrt{B \cdot D/K}$),
+#   $\mathcal{L}_A \approx K = 4$.
+
+# %%
+hadamard = np.array([[1.0]])
+for _ in range(4):
+    hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])  # 16 x 16, orthogonal columns
+base = torch.tensor(hadamard[:, 1:9]).view(16, 4, 2)  # (B=16, K=4, D/K=2); column 0 (constant) skipped
+random_pair = torch.randn(2, 256, 4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+examples = {
+    "identical": (base, base),
+    "permuted": (base, base[:, [1, 2, 3, 0]]),
+    "negated": (base, -base),
+    "random": (random_pair[0], random_pair[1]),
+}
+expected = {"identical": np.eye(4), "permuted": np.eye(4)[[1, 2, 3, 0]].T, "negated": -np.eye(4)}
+rows, matrices = {}, {}
+for name, (text_factors, audio_factors) in examples.items():
+    C = factor_correlation(text_factors, audio_factors)
+    C_lit = correlation_literal(text_factors.numpy(), audio_factors.numpy())
+    assert np.allclose(C.numpy(), C_lit, atol=1e-4), name
+    if name in expected:
+        assert np.allclose(C.numpy(), expected[name], atol=1e-4), name
+    L_D, L_A = decoupling_loss(C).item(), alignment_loss(C).item()
+    assert np.allclose((L_D, L_A), losses_literal(C_lit), atol=1e-3), name
+    rows[name] = {"L_D": L_D, "L_A": L_A, "L_D (loops)": losses_literal(C_lit)[0], "L_A (loops)": losses_literal(C_lit)[1]}
+    matrices[name] = C.numpy()
+table = pd.DataFrame(rows).T
+assert np.allclose(table.loc["identical", ["L_D", "L_A"]], [0, 0], atol=1e-6)
+assert np.allclose(table.loc["permuted", ["L_D", "L_A"]], [4, 4], atol=1e-3)
+assert np.allclose(table.loc["negated", ["L_D", "L_A"]], [0, 16], atol=1e-3)
+assert table.loc["random", "L_D"] < 0.2 and 3 < table.loc["random", "L_A"] < 5
+print("permuted C:\n", matrices["permuted"])
+table.round(3)
+
+# %% tags=["nbval-ignore-output"]
+fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
+for ax, (name, C) in zip(axes, matrices.items()):
+    im = ax.imshow(C, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set(title=f"{name}: L_D={rows[name]['L_D']:.2f}, L_A={rows[name]['L_A']:.2f}", xlabel="audio factor j",
+           ylabel="text factor i", xticks=range(4), yticks=range(4))
+    ax.title.set_fontsize(9)
+fig.colorbar(im, ax=axes, fraction=0.02)
+fig.suptitle("C for the four examples (target: the identity)")
+plt.show()
+
+# %% [markdown]
+# ## Gradients
+#
+# Both losses are differentiable functions of the factors; `gradcheck` compares autograd with
+# finite differences in float64, and one gradient step on the combined loss
+# $\alpha \mathcal{L}_D + \beta \mathcal{L}_A$ (here with a large step) must lower it.
+
+# %%
+e_t = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
+e_a = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
+
+
+def weighted(e_t: torch.Tensor, e_a: torch.Tensor, alpha: float = 0.01, beta: float = 0.005) -> torch.Tensor:
+    C = factor_correlation(e_t, e_a)
+    return alpha * decoupling_loss(C) + beta * alignment_loss(C)
+
+
+assert torch.autograd.gradcheck(weighted, (e_t, e_a))
+before = weighted(e_t, e_a)
+g_t, g_a = torch.autograd.grad(before, (e_t, e_a))
+with torch.no_grad():
+    after = weighted(e_t - 10.0 * g_t, e_a - 10.0 * g_a)
+assert after < before
+print(f"gradcheck passed; one step lowers alpha L_D + beta L_A: {before.item():.5f} -> {after.item():.5f}")
+
+# %% [markdown]
+# ## $C$ before and after training
+#
+# A run of a variant with factors (`DCR`, `THA+DCR`, `DP+LD`, `DP+LD+LA`) writes `factors.npz`:
+# $C$ on the matching pairs of the test split, with the initial model (`C_initial`) and the
+# best epoch (`C_trained`). The runs of `thadcr reproduce --profile tiny` land in
+# `results/tiny/runs/<run>/`.
+
+# %% tags=["nbval-ignore-output"]
+runs = sorted(Path("results/tiny/runs").glob("*/factors.npz"))
+preferred = [p for p in runs if p.parent.name.startswith("audiocaps-DCR-htsat-K8-")]
+if not runs:
+    print(
+        "No results/tiny/runs/*/factors.npz yet. Make one with `thadcr reproduce --profile tiny --tables 3` "
+        "(all factor variants) or train one DCR run with notebooks/train.py "
+        "(`papermill ... -p variant DCR -p out_dir results/tiny/runs/audiocaps-DCR-htsat-K8-a0.01-b0.005-s0`)."
+    )
+else:
+    path = (preferred or runs)[0]
+    saved = np.load(path)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, key in zip(axes, ("C_initial", "C_trained")):
+        C = saved[key]
+        L_D, L_A = losses_literal(C)
+        im = ax.imshow(C, cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set(title=f"{key}: L_D={L_D:.2f}, L_A={L_A:.2f}", xlabel="audio factor j", ylabel="text factor i")
+    fig.colorbar(im, ax=axes, fraction=0.03)
+    fig.suptitle(f"{path.parent.name} (test split)")
+    plt.show()
+
+# %% [markdown]
+# ## Summary
+#
+# - $e_k = W_k \bar x$: $K$ linear maps to $D/K$ dimensions, stored as one `Linear`.
+# - $C$ standardises each factor dimension over the batch of matching pairs and correlates text
+#   factor $i$ with audio factor $j$; the package divides by $D/K$ so that $C \in [-1, 1]$.
+# - $\mathcal{L}_D$ (off-diagonal) and $\mathcal{L}_A$ (diagonal) vanish exactly when $C = I$,
+#   i.e. each text factor matches its own audio factor and no other; permuted or negated
+#   factors are penalised as computed above.
+# - Next: [confidence-aware aggregation](ca.py) turns the factors into the similarity $S_{DCR}$.

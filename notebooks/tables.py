@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -11,14 +12,62 @@
 # ---
 
 # %% [markdown]
-# # Tables
+# # Tables 1-5: ours beside the paper's
 #
-# *Stand-in page: the real notebook (Tables 1-5 from `results/tiny/`) replaces this file.*
-# Here: the paper's own Table 1 (AudioCaps), read from `data/paper_results.csv`.
+# Each table is laid out as in the paper (rows: methods; columns: text-to-audio and
+# audio-to-text R@1/5/10, in %). Per method, "ours" is the mean ± sample standard deviation
+# over the seeds we ran (no ± for a single seed), "paper" the published value and "diff" ours
+# minus the paper's, in percentage points. The numbers come from `thadcr reproduce`
+# (`results/<profile>/tables/*.csv` and `summary.json`); this page only reads them.
+
+# %% tags=["parameters"]
+profile = "tiny"  # "tiny" or "paper"
+results_dir = None  # None: the results/ folder of this checkout
 
 # %%
-import pandas as pd
+import json
+from pathlib import Path
 
-paper = pd.read_csv("../data/paper_results.csv")
-table1 = paper[paper["table"] == 1].pivot(index="method", columns="metric", values="mean")
-table1.loc[paper[paper["table"] == 1]["method"].unique()]
+import pandas as pd
+from IPython.display import Markdown, display
+
+from thadcr.reproduce import REPO_ROOT, TABLE_TITLES, TABLES, paper_layout
+
+root = (Path(results_dir) if results_dir else REPO_ROOT / "results") / profile
+summary_path = root / "summary.json"
+summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+
+
+def hours(seconds):
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+if summary is None:
+    display(Markdown(f"**No results yet**: `{summary_path}` is missing. Run `thadcr reproduce --profile {profile}`."))
+else:
+    runs, wall, host = summary["runs"], summary["wall_time_s"], summary["machine"]
+    datasets = ", ".join(f"{name} (`{info['data_root']}`)" for name, info in summary["datasets"].items()) or "none"
+    lines = [
+        f"- **Profile**: `{summary['profile']}`; **data sets**: {datasets}",
+        f"- **Runs**: {runs['complete']} of {runs['planned']} complete",
+        f"- **Wall time**: {hours(wall['sum_of_runs'])} summed over runs; "
+        f"{hours(wall['execute_elapsed'])} measured over {len(wall['execute_calls'])} execute call(s)",
+        f"- **Machine**: {host['platform']}, {host['cpu_count']} CPUs; "
+        f"run devices: {', '.join(host['run_devices']) or '-'}",
+    ]
+    if runs["missing"]:
+        lines.append(f"- **Missing runs** ({len(runs['missing'])}): " + ", ".join(f"`{r}`" for r in runs["missing"]))
+    display(Markdown("\n".join(lines)))
+
+# %%
+for table in TABLES:
+    path = root / "tables" / f"table{table}.csv"
+    display(Markdown(f"### Table {table}: {TABLE_TITLES[table]}"))
+    if not path.is_file():
+        display(Markdown(f"`{path}` is missing: run `thadcr reproduce --profile {profile}` first."))
+        continue
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    display(paper_layout(frame))
+    missing = sorted({r for cell in frame["missing"].dropna() for r in cell.split(";")})
+    if missing:
+        display(Markdown("Not yet run (shown as *missing*): " + ", ".join(f"`{r}`" for r in missing)))

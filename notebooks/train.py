@@ -41,6 +41,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from thadcr.reproduce import config_for
 from thadcr.train import train
@@ -74,6 +75,8 @@ sns.lineplot(losses, x="epoch", y="value", hue="term", marker="o", ax=axes[0])
 axes[0].set_title("training loss (epoch mean)")
 sns.lineplot(recalls, x="epoch", y="recall (%)", hue="metric", marker="o", ax=axes[1])
 axes[1].set_title("validation recall")
+for ax in axes:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 fig.suptitle(f"{variant} on {dataset} ({profile}), seed {seed}")
 fig.tight_layout()
 

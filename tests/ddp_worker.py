@@ -2,10 +2,12 @@
 
 Every process builds the same model and global batch; rank r takes rows r*B/N..(r+1)*B/N, the
 embeddings are gathered, and the gradients averaged (thadcr.train.Distributed). BatchNorm runs on
-its running statistics here because SyncBatchNorm needs a GPU: batch statistics are the one thing
-that legitimately differs between 1 and N CPU processes.
+its running statistics here because SyncBatchNorm needs a GPU, and dropout and stochastic depth are
+off because each process draws its own random masks: the two things that legitimately differ between 1 and N CPU
+processes.
 """
 
+import os
 import sys
 
 import torch
@@ -21,12 +23,10 @@ CAPTIONS = ["a dog barks", "a bell rings then a dog barks", "rain falls on a roo
 def main(out_path: str) -> None:
     world = Distributed("cpu")
     torch.manual_seed(0)
-    config = make_config("tiny", {"variant": "THA+DCR", "joint_dim": 64, "text_trainable_layers": 1})
+    variant = os.environ.get("DDP_VARIANT", "THA+DCR")  # THA+DCR covers THA, factors and CA
+    config = make_config("tiny", {"variant": variant, "joint_dim": 64, "text_trainable_layers": 1})
     model = build_model(config)
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    model.eval()  # running BN statistics, no dropout or stochastic depth (see the module docstring)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.0)
     logmel = torch.randn(8, 101, 64, generator=torch.Generator().manual_seed(1))

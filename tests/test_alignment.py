@@ -34,7 +34,7 @@ def _attend(queries: list[list[float]], context: list[list[float]], lam: float, 
     score = sum (or mean) over q of cos(query_q, attended_q).
     """
     s = [[max(_cos(q, c), 0.0) for c in context] for q in queries]
-    col = [math.sqrt(sum(s[i][j] ** 2 for i in range(len(queries)))) + EPS for j in range(len(context))]
+    col = [max(math.sqrt(sum(s[i][j] ** 2 for i in range(len(queries)))), EPS) for j in range(len(context))]
     total = 0.0
     for i, q in enumerate(queries):
         logits = [lam * s[i][j] / col[j] for j in range(len(context))]
@@ -64,7 +64,7 @@ def make(na=3, nt=4, m=6, n=5, d=4, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     audio = torch.randn(na, m, d, generator=g, dtype=dtype)
     text = torch.randn(nt, n, d, generator=g, dtype=dtype)
-    lengths = [n - (j % n) for j in range(nt)]  # ragged: n, n-1, ...
+    lengths = [1 + (2 * j + 1) % n for j in range(nt)]  # ragged, not sorted
     mask = torch.zeros(nt, n, dtype=torch.bool)
     for j, length in enumerate(lengths):
         mask[j, :length] = True
@@ -122,9 +122,11 @@ def test_sum_is_mean_times_query_count():
 def test_blocked_equals_unblocked(budget):
     audio, text, mask = make(na=5, nt=7, seed=4)
     m, n, d = audio.shape[1], text.shape[1], audio.shape[2]
-    one_pair = 8 * (6 * m * n + n * d + 2 * m * d + 2 * n * d)
+    per_pair, per_clip, per_caption = 8 * (5 * m * n + n * d), 8 * 2 * m * d, 8 * 2 * n * d
+    one_pair = per_pair + per_clip + per_caption
     clips, captions = block_shape(5, 7, m, n, d, 8, budget * one_pair)
-    assert clips * captions <= budget and (clips, captions) != (5, 7)
+    assert clips * captions * per_pair + clips * per_clip + captions * per_caption <= budget * one_pair
+    assert clips * captions < 5 * 7
     full = tha_similarity_level(audio, text, mask, LAM, max_block_bytes=2**30)
     blocked = tha_similarity_level(audio, text, mask, LAM, max_block_bytes=budget * one_pair)
     torch.testing.assert_close(blocked, full, rtol=1e-12, atol=1e-12)
@@ -132,7 +134,7 @@ def test_blocked_equals_unblocked(budget):
 
 def test_block_shape_respects_budget_and_refuses_too_small():
     clips, captions = block_shape(957, 4785, 1024, 20, 768, 4, 256 * 2**20)
-    per_pair = 4 * (6 * 1024 * 20 + 20 * 768)
+    per_pair = 4 * (5 * 1024 * 20 + 20 * 768)
     assert clips * captions * per_pair + 4 * 2 * 768 * (1024 * clips + 20 * captions) <= 256 * 2**20
     assert clips * captions > 100
     with pytest.raises(ValueError, match="max_block_bytes"):
@@ -216,3 +218,16 @@ def test_bad_inputs_name_the_problem():
         tha_similarity_level(audio, text, mask, LAM, reduce="max")
     with pytest.raises(ValueError, match="levels"):
         THA([4, 4, 4], 4, 3)([audio], [text], mask)
+
+
+def test_float32_at_the_largest_lam_with_a_token_that_matches_no_word():
+    audio, text, mask = make(seed=9)
+    text[..., 0] += 3.0  # every word points along +e1 ...
+    audio[:, 0] = 0.0
+    audio[:, 0, 0] = -1.0  # ... and token 0 of every clip away from all of them: its s̄ are all 0
+    lam = 30.0
+    want = literal(audio, text, mask, lam, "mean", "text") + literal(audio, text, mask, lam, "mean", "audio")
+    got = tha_similarity_level(audio.float(), text.float(), mask, lam)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="lam"):
+        tha_similarity_level(audio, text, mask, 31.0)

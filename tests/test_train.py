@@ -90,5 +90,8 @@ def test_two_processes_match_one_process(tmp_path):
     one, two = torch.load(tmp_path / "one.pt", weights_only=True), torch.load(tmp_path / "two.pt", weights_only=True)
     torch.testing.assert_close(two["loss"], one["loss"], rtol=1e-5, atol=1e-6)
     assert one["grads"].keys() == two["grads"].keys() and len(one["grads"]) > 10
+    # absolute tolerance on the scale of the largest gradient: some gradients are zero in exact
+    # arithmetic (e.g. attention key biases) and are pure rounding noise in both runs
+    scale = max(g.abs().max() for g in one["grads"].values())
     for name in one["grads"]:
-        torch.testing.assert_close(two["grads"][name], one["grads"][name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(two["grads"][name], one["grads"][name], rtol=1e-4, atol=1e-5 * scale, msg=name)

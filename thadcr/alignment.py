@@ -27,16 +27,21 @@ import math
 import torch
 from torch import nn
 
-EPS = 1e-8  # clamps vector norms and the normalisers of s̄ (as SCAN's l2norm)
+EPS = 1e-8  # lower clamp of vector norms and of the normalisers of s̄
+MAX_LAM = 30.0  # exp(-2 * lam) must stay a normal float32 (see _text_enhanced)
 DEFAULT_BLOCK_BYTES = 256 * 2**20  # working memory of one block of pairs (see block_shape)
-LIVE_TENSORS = 6  # (clips, M, captions, N) tensors alive at once inside one block, forward
+LIVE_TENSORS = 5  # (clips, M, captions, N) tensors alive at once inside one block, forward
 LEVELS = ((2, 4), (3, 10), (4, 12))  # (HTS-AT stage, BERT block) paired per level (section 2.2)
 REDUCES = ("mean", "sum")
 
 
-def _check_level(audio: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, reduce: str) -> None:
+def _check_level(
+    audio: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, lam: float, reduce: str
+) -> None:
     if reduce not in REDUCES:
         raise ValueError(f"reduce={reduce!r} is not one of {REDUCES}")
+    if not 0 <= lam <= MAX_LAM:
+        raise ValueError(f"lam={lam} is outside [0, {MAX_LAM}]; it is a softmax temperature (SCAN uses 4-9)")
     if audio.dim() != 3 or text.dim() != 3:
         raise ValueError(
             f"expected audio (Na, M, d) and text (Nt, N, d), got {tuple(audio.shape)} and {tuple(text.shape)}"
@@ -72,7 +77,7 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 def _block_scores(
     audio: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, lam: float, want_text: bool, want_audio: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """One block of pairs, Eq. 1 in both directions from one cosine matrix.
+    """One block of pairs, Eq. 1 in both directions from one shared cosine matrix.
 
     audio (A, M, d), text (T, N, d), mask (T, N) -> per direction the sum over the query tokens of
     the per-token cosines, (A, T) each (None for a direction not asked for).
@@ -83,31 +88,49 @@ def _block_scores(
     au, an = _unit(audio.to(dtype))  # (A, M, d), (A, M)
     tu, tn = _unit(torch.where(mask[..., None], text.to(dtype), 0))  # padded words become 0 vectors
     s = (au.reshape(A * M, d) @ tu.reshape(T * N, d).T).view(A, M, T, N)  # s_mn = cos(a_m, t_n)
-    p = s.clamp_min(0)  # [s_mn]+ ; 0 for padded words
-    text_sum = audio_sum = None
-    if want_text:
-        scale = lam / (torch.linalg.vector_norm(p, dim=1, keepdim=True) + EPS)  # (A, 1, T, N): over m
-        bias = torch.zeros(T, N, dtype=dtype, device=s.device).masked_fill(~mask, -math.inf)
-        alpha = torch.addcmul(bias, p, scale).softmax(dim=-1)  # (A, M, T, N): over valid words n
-        w = alpha * tn  # â_m = sum_n w_mn * unit(t_n)
-        dot = (w * s).sum(-1)  # (A, M, T) = a_m . â_m / |a_m|
-        gram = tu @ tu.transpose(1, 2)  # (T, N, N)
-        wt = w.view(A * M, T, N).transpose(0, 1)  # (T, A*M, N)
-        sq = ((wt @ gram) * wt).sum(-1).T.reshape(A, M, T)  # |â_m|^2
-        text_sum = (dot / sq.clamp_min(EPS**2).sqrt()).sum(1)  # (A, T)
-    if want_audio:
-        scale = lam / (torch.linalg.vector_norm(p, dim=3, keepdim=True) + EPS)  # (A, M, T, 1): over valid n
-        beta = (p * scale).softmax(dim=1)  # (A, M, T, N): over the M audio tokens
-        w = beta * an[:, :, None, None]  # t̂_n = sum_m w_mn * unit(a_m)
-        dot = (w * s).sum(1)  # (A, T, N) = t_n . t̂_n / |t_n|
-        wf = w.view(A, M, T * N)
-        if M > d:  # materialising t̂ costs N*d per pair and word, the Gram form N*M
-            sq = torch.bmm(wf.transpose(1, 2), au).pow(2).sum(-1)  # (A, T*N) = |t̂_n|^2
-        else:
-            sq = (torch.bmm(au @ au.transpose(1, 2), wf) * wf).sum(1)  # (A, T*N)
-        cos = dot / sq.view(A, T, N).clamp_min(EPS**2).sqrt()
-        audio_sum = (cos * mask).sum(-1)  # (A, T): padded words excluded
+    p = s.clamp_min(0)  # [s_mn]+ ; exactly 0 for padded words
+    text_sum = _text_enhanced(s, p, tu, tn, mask, lam) if want_text else None
+    audio_sum = _audio_enhanced(s, p, au, an, lam) if want_audio else None
     return text_sum, audio_sum
+
+
+def _text_enhanced(
+    s: torch.Tensor, p: torch.Tensor, tu: torch.Tensor, tn: torch.Tensor, mask: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """Eq. 1, audio tokens as queries: sum over m of cos(a_m, â_m); s, p (A, M, T, N) -> (A, T).
+
+    cos(a_m, â_m) does not change when alpha_m is scaled, so the softmax is left unnormalised:
+    w_mn = |t_n| exp(lam (s̄_mn - 1)) weighs the unit words, a_m . â_m ∝ |a_m| sum_n w_mn s_mn
+    and |â_m|^2 ∝ w^T G w with G the caption's (N x N) Gram matrix of unit words.
+    """
+    A, M, T, N = s.shape
+    scale = lam / torch.linalg.vector_norm(p, dim=1, keepdim=True).clamp_min(EPS)  # (A, 1, T, N): over m
+    bias = torch.where(mask, tn.log() - lam, -math.inf)  # (T, N): padded words get weight 0
+    w = torch.addcmul(bias, p, scale).exp_()  # (A, M, T, N)
+    dot = (w * s).sum(-1)  # (A, M, T)
+    wt = w.view(A * M, T, N).transpose(0, 1)  # (T, A*M, N)
+    sq = ((wt @ (tu @ tu.transpose(1, 2))) * wt).sum(-1)  # (T, A*M)
+    return (dot / sq.T.reshape(A, M, T).clamp_min(torch.finfo(sq.dtype).tiny).sqrt()).sum(1)
+
+
+def _audio_enhanced(s: torch.Tensor, p: torch.Tensor, au: torch.Tensor, an: torch.Tensor, lam: float) -> torch.Tensor:
+    """Eq. 1 mirrored, words as queries: sum over valid n of cos(t_n, t̂_n); (A, M, T, N) -> (A, T).
+
+    As in `_text_enhanced`, beta_n is left unnormalised: w_mn = |a_m| exp(lam (s̄_nm - 1)) weighs
+    the unit audio tokens. |t̂_n|^2 comes from materialising t̂ (N*d per word) when M > d, else
+    from the clip's (M x M) Gram matrix (N*M per word).
+    """
+    A, M, T, N = s.shape
+    d = au.shape[-1]
+    scale = lam / torch.linalg.vector_norm(p, dim=3, keepdim=True).clamp_min(EPS)  # (A, M, T, 1): over n
+    w = torch.addcmul((an.log() - lam)[:, :, None, None], p, scale).exp_()  # (A, M, T, N)
+    dot = (w * s).sum(1)  # (A, T, N); exactly 0 for padded words (s = 0)
+    wf = w.view(A, M, T * N)
+    if M > d:
+        sq = torch.bmm(wf.transpose(1, 2), au).pow(2).sum(-1)  # (A, T*N)
+    else:
+        sq = (torch.bmm(au @ au.transpose(1, 2), wf) * wf).sum(1)  # (A, T*N)
+    return (dot / sq.view(A, T, N).clamp_min(torch.finfo(sq.dtype).tiny).sqrt()).sum(-1)
 
 
 def block_shape(
@@ -144,7 +167,7 @@ def _all_pairs(
     max_block_bytes: int,
 ) -> torch.Tensor:
     """Blocked driver: (Na, Nt) = the asked directions summed, for all pairs."""
-    _check_level(audio, text, text_mask, reduce)
+    _check_level(audio, text, text_mask, lam, reduce)
     (Na, M, d), (Nt, N) = audio.shape, text_mask.shape
     elem = torch.empty((), dtype=_compute_dtype(audio)).element_size()
     clips, captions = block_shape(Na, Nt, M, N, d, elem, max_block_bytes)

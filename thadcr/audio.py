@@ -3,7 +3,7 @@
 - `LogMel`: waveform (B, samples) at 32 kHz -> log-mel (B, frames, 64), the HTS-AT/PANNs recipe.
 - `HTSAT`: the Swin-Transformer audio encoder of ref [18]. It returns the frame-level features
   of stages 2-4, ``A_h = HTSAT(A) = {A^s2, A^s3, A^s4}`` (Sec. 2.1), taken before each stage's
-  patch merging, and the average-pooled global feature ``a_bar`` (Sec. 2.3).
+  patch merging, and the average-pooled global feature ``a_bar`` (Sec. 2.2).
 - `ResNet38`: the CNN of the "DP (ResNet38)" rows (ref [17]); it has a pooled feature only.
 
 Parameter names equal those of the official checkpoints, so `load_htsat_checkpoint` and
@@ -344,7 +344,7 @@ class HTSAT(nn.Module):
 
     forward(logmel (B, frames, mel_bins)) -> HTSATOutput with stages [(B, M_l, C_l)] for stages
     2-4 before patch merging ("paper": (B,1024,192), (B,256,384), (B,64,768)) and pooled
-    (B, 8*embed_dim) = mean over tokens of the final `norm` of stage 4 (a_bar, Sec. 2.3).
+    (B, 8*embed_dim) = mean over tokens of the final `norm` of stage 4 (a_bar, Sec. 2.2).
     """
 
     def __init__(self, config: str | HTSATConfig = "paper") -> None:
@@ -381,16 +381,16 @@ class HTSAT(nn.Module):
         return reshape_wav2img(x, cfg.freq_ratio)
 
     def forward(self, logmel: torch.Tensor) -> HTSATOutput:
+        """logmel (B, frames, mel) -> stages 2-4 before merging + pooled a_bar (see the class)."""
         if logmel.dim() != 3 or logmel.shape[2] != self.config.mel_bins:
             raise ValueError(f"HTSAT expects log-mel (B, frames, {self.config.mel_bins}), got {tuple(logmel.shape)}")
-        if logmel.shape[1] < 4:
-            raise ValueError(f"HTSAT needs at least 4 frames for bicubic interpolation, got {logmel.shape[1]}")
         x = self.patch_embed(self.image(logmel))  # (B, grid^2, embed_dim)
         outs = []
         for layer in self.layers:
-            out, x = layer(x)
+            out, x = layer(x)  # out: (B, grid^2 / 4^i, embed_dim * 2^i), before patch merging
             outs.append(out)
         pooled = self.norm(outs[3]).mean(dim=1)  # (B, 8 * embed_dim)
+        assert [o.shape[2] for o in outs[1:]] == self.stage_dims and pooled.shape[1] == self.pooled_dim
         return HTSATOutput(stages=outs[1:], pooled=pooled)
 
 
@@ -547,8 +547,10 @@ def _read_state(path: str | Path, container: str, prefix: str) -> dict[str, torc
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        reason = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), "")
         raise CheckpointError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({err}). If you trust the file, "
+            f"{path}: cannot be read with torch.load(weights_only=True): it holds more than tensors "
+            f"({reason.split(' was not')[0]}). If you trust the file, "
             f"re-save its weights once: torch.save(torch.load(p, weights_only=False)['{container}'], 'weights.pt') "
             "and point audio_checkpoint at weights.pt"
         ) from err

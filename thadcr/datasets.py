@@ -30,11 +30,11 @@ import torch
 from torch import nn
 
 from thadcr.audio_io import AudioError, check_crop_mode, crop_offset, is_silent, load_audio, read_audio
+from thadcr.config import LAYOUTS
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-LAYOUTS = ("clotho", "audiocaps")
 DEFAULT_AUDIO_PATTERN = "{youtube_id}_{start_time}.wav"
 CLOTHO_FOLDERS = {"train": "development", "val": "validation", "test": "evaluation"}
 CLOTHO_CAPTIONS = tuple(f"caption_{i}" for i in range(1, 6))
@@ -172,8 +172,8 @@ def _parse_audiocaps(csv_path: Path, audio_dir: Path, pattern: str) -> tuple[lis
             problems.append(Problem(str(csv_path), row, "empty youtube_id", "fill it or remove the row"))
             continue
         if cap_id and cap_id in ids:
-            problems.append(Problem(str(csv_path), row, f"duplicate audiocap_id {cap_id} (first in row {ids[cap_id]})",
-                                    "remove the repeated row"))
+            what = f"duplicate audiocap_id {cap_id} (first in row {ids[cap_id]})"
+            problems.append(Problem(str(csv_path), row, what, "remove the repeated row"))
             continue
         ids[cap_id] = row
         caption = _strip_punctuation(rec["caption"])
@@ -183,9 +183,8 @@ def _parse_audiocaps(csv_path: Path, audio_dir: Path, pattern: str) -> tuple[lis
             continue
         clip = clips.setdefault(yid, _Clip(yid, audio_dir / name, row))
         if clip.path.name != name:
-            problems.append(Problem(str(csv_path), row,
-                                    f"youtube_id {yid} names audio {name!r} but row {clip.row} names {clip.path.name!r}",
-                                    "give every row of one youtube_id the same start_time"))
+            what = f"youtube_id {yid} names audio {name!r} but row {clip.row} names {clip.path.name!r}"
+            problems.append(Problem(str(csv_path), row, what, "give every row of one youtube_id the same start_time"))
             continue
         clip.captions.append(caption)
     return list(clips.values()), problems
@@ -296,7 +295,7 @@ def load_split(
             + f"), or set max_missing_share to at least {share:.4f} to train without them"
         )
     if missing:
-        gone = {id(clip) for clip, _ in missing}
+        gone = {clip.clip_id for clip, _ in missing}  # clip ids are unique within a split
         n_captions = sum(len(clip.captions) for clip, _ in missing)
         log.warning(
             "%s split of %s: leaving out %d of %d clips (%d captions) whose audio is missing or unreadable "
@@ -304,7 +303,7 @@ def load_split(
             split, root, len(missing), len(clips), n_captions, max_missing_share,
             "; ".join(listed[:MAX_LISTED]) + (" ..." if len(listed) > MAX_LISTED else ""),
         )
-        clips = [clip for clip in clips if id(clip) not in gone]
+        clips = [clip for clip in clips if clip.clip_id not in gone]
 
     captions = [c for clip in clips for c in clip.captions]
     caption_audio = np.array([i for i, clip in enumerate(clips) for _ in clip.captions], dtype=np.int64)
@@ -335,8 +334,8 @@ def check_dataset(
     """Every problem of a data set folder, one :class:`Problem` each (nothing is raised).
 
     Checks CSV columns, empty captions, duplicate names, every audio file in full (missing,
-    unreadable, empty, zero-length, NaN/Inf: errors; silence: warning), audio shared between
-    splits or not listed (warnings), and reports the sample rates found (info).
+    unreadable, empty, zero-length, NaN/Inf: errors; silence: warning), clips named in two
+    splits and audio files no CSV lists (warnings), and reports the sample rates (info).
     """
     root = Path(root)
     if not root.is_dir():
@@ -349,7 +348,7 @@ def check_dataset(
         return [Problem(str(root), None, str(error), "pass --layout clotho or --layout audiocaps")]
 
     problems: list[Problem] = []
-    owners: dict[Path, str] = {}  # audio file -> first split using it
+    owners: dict[str, str] = {}  # clip id -> first split naming it
     for split in SPLITS:
         csv_path, audio_dir = _split_files(root, layout, split)
         if not csv_path.is_file():
@@ -366,7 +365,9 @@ def check_dataset(
     return problems
 
 
-def _check_audio(split: str, csv_path: Path, audio_dir: Path, clips: list[_Clip], owners: dict[Path, str]) -> list[Problem]:
+def _check_audio(
+    split: str, csv_path: Path, audio_dir: Path, clips: list[_Clip], owners: dict[str, str]
+) -> list[Problem]:
     """Read every clip of one split in full and report what is wrong with it."""
     problems: list[Problem] = []
     rates: Counter = Counter()
@@ -374,10 +375,11 @@ def _check_audio(split: str, csv_path: Path, audio_dir: Path, clips: list[_Clip]
     silent = 0
     for clip in clips:
         source = f"(listed in {csv_path.name} row {clip.row})"
-        if clip.path in owners:
-            problems.append(Problem(str(clip.path), None, f"used by both the {owners[clip.path]} and {split} splits",
-                                    "keep the splits disjoint", "warning"))
-        owners.setdefault(clip.path, split)
+        if clip.clip_id in owners:
+            problems.append(Problem(str(csv_path), clip.row,
+                                    f"clip {clip.clip_id!r} is also in the {owners[clip.clip_id]} split",
+                                    "keep the splits disjoint (a shared clip inflates the scores)", "warning"))
+        owners.setdefault(clip.clip_id, split)
         try:
             data, rate = read_audio(clip.path)
         except AudioError as error:

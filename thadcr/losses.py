@@ -22,7 +22,7 @@ def nt_xent(sim: torch.Tensor, tau: float, clip_ids: torch.Tensor | None = None)
     if not tau > 0:
         raise ValueError(f"tau must be positive, got {tau}")
     b = sim.shape[0]
-    logits = sim.float() / tau  # (B, B)
+    logits = sim.to(torch.promote_types(sim.dtype, torch.float32)) / tau  # (B, B), at least fp32
     log_p_rows = F.log_softmax(logits, dim=1)  # row i: audio i over captions j
     log_p_cols = F.log_softmax(logits, dim=0)  # column i: caption i over audios j
     if clip_ids is None:

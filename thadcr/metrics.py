@@ -1,11 +1,13 @@
 """Retrieval metrics: R@1/5/10, mAP@10, median and mean rank in both directions.
 
 Protocol of the public audio-text retrieval code (see docs/decisions/factors.md):
+
 - text->audio: each caption ranks all clips; R@k is the share of captions whose clip is in the top
   k; mAP@10 is the mean of 1/rank when rank <= 10, else 0.
 - audio->text: each clip ranks all captions; its rank is the best rank of its correct captions;
   mAP@10 = sum over its correct captions ranked within the top 10 of i / rank_i (ranks ascending,
   i = 1, 2, ...) divided by the clip's number of correct captions.
+
 Ties are broken against the correct items: every wrong item whose score equals a correct item's
 score is ranked above it, and tied correct items take consecutive ranks. The result depends only
 on the scores, never on the order of rows or columns.

@@ -1,16 +1,16 @@
 """The retrieval model: one variant of the paper's Tables 1-3 built from a `Config`.
 
-Variants (paper section 3.2 and Table 3):
+Variants (paper section 3.2 and Table 3)::
 
-| variant   | similarity S                         | extra losses        |
-|-----------|--------------------------------------|---------------------|
-| DP        | S_DP (cosine of projected ā, t̄)      |                     |
-| THA       | S_THA (Eq. 1, 3 levels, 2 directions)|                     |
-| THA+DP    | S_THA + S_DP                         |                     |
-| DCR       | S_DCR (Eq. 4, CA weights)            | alpha L_D + beta L_A|
-| THA+DCR   | S_THA + S_DCR                        | alpha L_D + beta L_A|
-| DP+LD     | sum_i cos(e_i^t, e_i^a) (no CA)      | alpha L_D           |
-| DP+LD+LA  | sum_i cos(e_i^t, e_i^a) (no CA)      | alpha L_D + beta L_A|
+    | variant   | similarity S                         | extra losses        |
+    |-----------|--------------------------------------|---------------------|
+    | DP        | S_DP (cosine of projected ā, t̄)      |                     |
+    | THA       | S_THA (Eq. 1, 3 levels, 2 directions)|                     |
+    | THA+DP    | S_THA + S_DP                         |                     |
+    | DCR       | S_DCR (Eq. 4, CA weights)            | alpha L_D + beta L_A|
+    | THA+DCR   | S_THA + S_DCR                        | alpha L_D + beta L_A|
+    | DP+LD     | sum_i cos(e_i^t, e_i^a) (no CA)      | alpha L_D           |
+    | DP+LD+LA  | sum_i cos(e_i^t, e_i^a) (no CA)      | alpha L_D + beta L_A|
 
 The training objective is L = L_S + alpha L_D + beta L_A (section 2.4), L_S = NT-Xent (Eq. 5).
 """
@@ -180,10 +180,13 @@ class RetrievalModel(nn.Module):
             factors=self.text_factors(out.cls) if self.uses_factors else None,
         )
 
+    def scoring_parameters(self) -> list[nn.Parameter]:
+        """Parameters applied to pairs of embeddings (after the encoders): the CA module's."""
+        return list(self.ca.parameters()) if self.uses_ca else []
+
     # ----------------------------------------------------------------- scores
     def similarity(self, audio: Embeddings, text: Embeddings) -> torch.Tensor:
         """All pairs: (Na, Nt) = the sum of the variant's similarities (section 2.4, after Eq. 5)."""
-        sim = None
         parts = []
         if self.uses_tha:
             parts.append(self.tha.score(audio.tha, text.tha, text.mask))
@@ -193,8 +196,9 @@ class RetrievalModel(nn.Module):
             parts.append(dcr_similarity(audio.factors, text.factors, self.ca))
         elif self.uses_factors:
             parts.append(uniform_factor_similarity(audio.factors, text.factors))
-        for part in parts:
-            sim = part if sim is None else sim + part
+        sim = parts[0]
+        for part in parts[1:]:
+            sim = sim + part
         assert sim.shape == (len(audio), len(text))
         return sim
 

@@ -1,12 +1,12 @@
 """Reproduce the paper's Tables 1-5: plan the runs, execute them as notebooks, render the tables.
 
-- `plan(profile)` expands Tables 1-5 (section 3) into runs; a run shared by several tables
+- ``plan(profile)`` expands Tables 1-5 (section 3) into runs; a run shared by several tables
   (e.g. DCR with K=8, alpha=0.01, beta=0.005 is in Tables 1, 3, 4 and 5) runs once.
-- `execute(runs, results_dir)` runs each one with papermill through `notebooks/train.py` into
-  `results/<profile>/runs/<run-id>/`; finished runs (metrics.json present) are skipped,
-  interrupted ones are resumed, and `shard="i/n"` splits the plan for SLURM arrays.
-- `render(profile, results_dir)` writes `tables/table1.csv ... table5.csv` (ours beside the
-  paper's values) and `summary.json`.
+- ``execute(runs, results_dir)`` runs each one with papermill through ``notebooks/train.py`` into
+  ``results/<profile>/runs/<run-id>/``; finished runs (metrics.json present) are skipped,
+  interrupted ones are resumed, and ``shard="i/n"`` splits the plan for SLURM arrays.
+- ``render(profile, results_dir)`` writes ``tables/table1.csv ... table5.csv`` (ours beside the
+  paper's values) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from thadcr.config import Config, make_config
 
@@ -81,6 +81,13 @@ TABLE_ROWS: dict[int, list[tuple[str, dict[str, Any]]]] = {
     5: [(f"alpha={a:g}", _row("DCR", alpha=a)) for a in (0.005, 0.01, 0.02)]
     + [(f"beta={b:g}", _row("DCR", beta=b)) for b in (0.001, 0.005, 0.01)],
 }
+TABLE_TITLES = {
+    1: "ATR performance on the AudioCaps dataset",
+    2: "ATR performance on the Clotho dataset",
+    3: "Effect of each part of our DCR method",
+    4: "Effect of the number of latent factors",
+    5: "Effect of the trade-off hyper-parameters alpha and beta",
+}
 TABLE_DATASET = {1: "audiocaps", 2: "clotho", 3: "audiocaps", 4: "audiocaps", 5: "audiocaps"}
 SEEDED_TABLES = (1,)  # the paper repeats Table 1 over 3 seeds; the others are single runs
 
@@ -97,7 +104,7 @@ def setting_id(dataset: str, variant: str, audio_encoder: str, n_factors: int, a
 # ----------------------------------------------------------------------------- the plan
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One training run of the plan; `tables` lists the tables that use it."""
+    """One training run of the plan; ``tables`` lists the tables that use it."""
 
     profile: str
     dataset: str
@@ -141,7 +148,7 @@ def _check_profile(profile: str) -> None:
 
 
 def plan(profile: str, tables: Iterable[int] = TABLES, seeds: int = 3) -> list[Run]:
-    """The runs of the chosen tables; Table 1 rows run `seeds` seeds (0..seeds-1), others seed 0.
+    """The runs of the chosen tables; Table 1 rows run ``seeds`` seeds (0..seeds-1), others seed 0.
 
     A run used by several tables appears once (tables merged), in order of first use.
     """
@@ -163,9 +170,9 @@ def plan(profile: str, tables: Iterable[int] = TABLES, seeds: int = 3) -> list[R
 
 
 def config_for(profile: str, dataset: str, overrides: dict[str, Any] | None = None) -> Config:
-    """The Config of one run: profile `tiny` (embedded data) or `paper` (paper-<dataset>.yaml).
+    """The Config of one run: profile ``tiny`` (embedded data) or ``paper`` (paper-<dataset>.yaml).
 
-    On the paper profile a ResNet38 run loads the PANNs checkpoint unless `audio_checkpoint`
+    On the paper profile a ResNet38 run loads the PANNs checkpoint unless ``audio_checkpoint``
     is given (the paper profiles name the HTS-AT one).
     """
     _check_profile(profile)
@@ -186,7 +193,9 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
         return 0, 1
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
     if not match or not 0 <= int(match[1]) < int(match[2]):
-        raise ReproduceError(f"shard {shard!r} must be 'i/n' with 0 <= i < n, e.g. '0/4' (SLURM: $SLURM_ARRAY_TASK_ID/n)")
+        raise ReproduceError(
+            f"shard {shard!r} must be 'i/n' with 0 <= i < n, e.g. '0/4' (SLURM: $SLURM_ARRAY_TASK_ID/n)"
+        )
     return int(match[1]), int(match[2])
 
 
@@ -216,7 +225,7 @@ def papermill_executor(notebook: Path, output: Path, parameters: dict[str, Any],
     """Run papermill in a child process (one kernel per run); returns its exit status."""
     command = [
         sys.executable, "-m", "papermill", str(notebook), str(output),
-        "-y", json.dumps(parameters), "-k", "python3", "--cwd", os.getcwd(), "--no-progress-bar",
+        "-y", json.dumps(parameters), "-k", "python3", "-l", "python", "--cwd", os.getcwd(), "--no-progress-bar",
     ]  # fmt: skip
     with open(log, "w") as stream:
         return subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=False).returncode
@@ -247,22 +256,22 @@ def execute(
     results_dir: str | Path = "results",
     jobs: int = 1,
     shard: str | None = None,
-    executor: Executor = papermill_executor,
+    executor: Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Execute this shard's runs into results/<profile>/runs/<run-id>/ (run.ipynb, metrics.json).
 
     Completed runs are skipped; a run folder without metrics.json is resumed (resume=True).
     Failures are collected and the plan goes on. Writes an execution record (elapsed wall time)
-    to results/<profile>/executions/ and returns it.
+    to results/<profile>/executions/ and returns it. executor: papermill_executor by default.
     """
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     profiles = {run.profile for run in runs}
-    if len(profiles) > 1:
-        raise ReproduceError(f"runs of several profiles {sorted(profiles)} in one execute call: plan one profile")
+    if len(profiles) != 1:
+        raise ReproduceError(f"execute needs the runs of one profile, got {sorted(profiles) or 'no runs'}: use plan()")
     if jobs < 1:
         raise ReproduceError(f"jobs must be at least 1, got {jobs}")
-    profile = profiles.pop() if profiles else "tiny"
+    profile = profiles.pop()
     root = runs_dir(results_dir, profile)
     mine = select_shard(runs, shard)
     todo = [run for run in mine if not is_complete(root / run.run_id)]
@@ -283,19 +292,32 @@ def execute(
         with tempfile.TemporaryDirectory() as tmp:
             notebook = Path(tmp) / "train.ipynb"
             jupytext.write(jupytext.read(TRAIN_NOTEBOOK), notebook)  # once per execute call
-            _run_all(todo, notebook, root, executor, jobs, record, clock, progress)
+            _run_all(todo, notebook, root, executor or papermill_executor, jobs, record, clock, progress)
+        order = [run.run_id for run in todo]  # runs finish in any order; report them in plan order
+        record["done"].sort(key=order.index)
+        record["failed"] = {run_id: record["failed"][run_id] for run_id in order if run_id in record["failed"]}
     record["elapsed_s"] = time.perf_counter() - clock
     record["machine"] = machine()
     executions = Path(results_dir) / profile / "executions"
     executions.mkdir(parents=True, exist_ok=True)
-    name = f"{started:%Y%m%dT%H%M%S}-shard{record['shard'].replace('/', 'of')}-{os.getpid()}.json"
+    name = f"{started:%Y%m%dT%H%M%S_%f}-shard{record['shard'].replace('/', 'of')}-{os.getpid()}.json"
     _atomic_write_text(executions / name, json.dumps(record, indent=2))
     for run_id, message in record["failed"].items():
         print(f"FAILED {run_id}: {message}", file=sys.stderr)
     return record
 
 
-def _run_all(todo, notebook, root, executor, jobs, record, clock, progress) -> None:
+def _run_all(
+    todo: list[Run],
+    notebook: Path,
+    root: Path,
+    executor: Executor,
+    jobs: int,
+    record: dict,
+    clock: float,
+    progress: bool,
+) -> None:
+    """Run ``todo`` with ``jobs`` workers, filling record['done'] / record['failed']; a tqdm bar shows progress."""
     bar = tqdm(total=len(todo), unit="run", disable=not progress, dynamic_ncols=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         pending = {pool.submit(_execute_one, run, notebook, root, executor): run for run in todo}
@@ -356,7 +378,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def table_frame(table: int, expected: dict[str, list[str]], metrics: dict[str, dict], paper: pd.DataFrame) -> pd.DataFrame:
+def table_frame(
+    table: int, expected: dict[str, list[str]], metrics: dict[str, dict], paper: pd.DataFrame
+) -> pd.DataFrame:
     """Long table: one row per (method, metric) with ours (mean, std over seeds), paper, diff.
 
     expected: setting_id -> planned run ids; metrics: run_id -> metrics.json of finished runs.
@@ -374,7 +398,7 @@ def table_frame(table: int, expected: dict[str, list[str]], metrics: dict[str, d
             rows.append({
                 "table": table, "method": method, "metric": metric,
                 "ours_mean": mean, "ours_std": std, "n_runs": len(values),
-                "paper_mean": paper_mean, "paper_std": paper_std, "diff": mean - paper_mean,
+                "paper_mean": paper_mean, "paper_std": paper_std, "difference": mean - paper_mean,
                 "runs": ";".join(found), "missing": ";".join(r for r in planned if r not in found),
             })  # fmt: skip
     return pd.DataFrame(rows)
@@ -436,13 +460,18 @@ def _summary(profile: str, full: list[Run], metrics: dict[str, dict], root: Path
             ],
         },
         "machine": {
-            **machine(),
+            **(executions[-1]["machine"] if executions and "machine" in executions[-1] else machine()),
             "run_devices": sorted({str(m.get("device")) for m in metrics.values()}),
-            "run_machines": [json.loads(t) for t in sorted({json.dumps(m.get("machine"), sort_keys=True) for m in metrics.values()})],
+            "run_machines": _unique(m.get("machine") for m in metrics.values()),
+            "execute_machines": _unique(e.get("machine") for e in executions),
         },
         "versions": {"render": _versions(), "runs": run_versions[0] if run_versions else None},
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    return [json.loads(text) for text in sorted({json.dumps(item, sort_keys=True) for item in items if item})]
 
 
 def _versions() -> dict[str, str | None]:
@@ -456,7 +485,7 @@ def _versions() -> dict[str, str | None]:
 
 
 def paper_layout(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """A table CSV in the paper's layout: rows (method, ours|paper|diff), columns direction x R@k."""
+    """A table CSV in the paper's layout: rows (method, then ours / paper / diff), columns direction x R@k."""
     columns = pd.MultiIndex.from_tuples(
         [(direction, f"R@{k}") for direction in ("Text-to-Audio", "Audio-to-Text") for k in (1, 5, 10)]
     )
@@ -476,13 +505,13 @@ def paper_layout(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
         column = columns[METRICS.index(row.metric)]
         out.loc[(row.method, "ours"), column] = fmt(row.ours_mean, row.ours_std)
         out.loc[(row.method, "paper"), column] = fmt(row.paper_mean, row.paper_std)
-        out.loc[(row.method, "diff"), column] = fmt(row.diff, math.nan, signed=True)
+        out.loc[(row.method, "diff"), column] = fmt(row.difference, math.nan, signed=True)
     return out
 
 
 # ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `thadcr reproduce`."""
+    """The options of ``thadcr reproduce``."""
     parser.add_argument("--profile", required=True, choices=PROFILES, help="tiny (embedded data, CPU) or paper")
     parser.add_argument("--tables", default="1,2,3,4,5", help="comma-separated table numbers (default 1,2,3,4,5)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the Table 1 rows (default 3)")

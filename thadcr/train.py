@@ -1,13 +1,15 @@
 """Training and evaluation of one run (the pipeline of the paper's ref [8], section 3.1).
 
 `train(config, out_dir)` writes into out_dir:
+
 - `last.pt`: the resumable state after each epoch (model, optimiser, schedule, RNG, history);
 - `best.pt`: the weights of the best epoch by validation text-to-audio R@1 + R@5 + R@10;
 - `log.csv`: one row per epoch; `factors.npz` for variants with latent factors;
 - `metrics.json`: test metrics, config, git commit, versions, device, seed, wall time. It is
   written last: its presence marks a finished run, which is never overwritten.
+
 Every file is written atomically. Several processes (torchrun) split each global batch and
-gather the embeddings, so the contrastive loss sees the whole batch.
+gather the embeddings, so the contrastive loss sees the whole batch (`Distributed`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from thadcr.audio import LogMel
 from thadcr.config import Config, save_config
@@ -131,16 +133,18 @@ class Distributed:
         return self.rank == 0
 
     def gather(self, x: torch.Tensor | None) -> torch.Tensor | None:
-        """Concatenate every rank's rows (equal shapes), keeping gradients for this rank's rows."""
+        """Every rank's rows concatenated in rank order; only this rank's rows carry gradients.
+
+        No collective runs in the backward pass: each rank back-propagates the (identical) global
+        loss into its own rows, and `reduce_gradients` adds the ranks' parameter gradients, which
+        equals the gradient of one process holding the whole batch.
+        """
         if x is None or self.world == 1:
             return x
-        if not x.is_floating_point():  # indices and masks carry no gradient
-            parts = [torch.empty_like(x) for _ in range(self.world)]
-            dist.all_gather(parts, x.contiguous())
-            return torch.cat(parts)
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(x.contiguous()))
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.detach().contiguous())
+        parts[self.rank] = x
+        return torch.cat(parts)
 
     def gather_embeddings(self, emb: Embeddings) -> Embeddings:
         """Gather a batch's embeddings from all ranks; text levels are padded to the longest caption."""
@@ -160,13 +164,19 @@ class Distributed:
             factors=self.gather(emb.factors),
         )
 
-    def average_gradients(self, model: torch.nn.Module) -> None:
+    def reduce_gradients(self, model: RetrievalModel) -> None:
+        """Sum the gradients of the encoders' parameters (each rank back-propagated into its own
+        rows); average those of the scoring parameters (every rank computed the same full gradient)."""
         if self.world == 1:
             return
+        scoring = {id(p) for p in model.scoring_parameters()}
         for p in model.parameters():
-            if p.grad is not None:
+            if p.requires_grad:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad)
-                p.grad /= self.world
+                if id(p) in scoring:
+                    p.grad /= self.world
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -277,7 +287,7 @@ def train_step(model, world, optimizer, params, logmel, text, clip_ids, grad_cli
         losses = model.loss_from_embeddings(audio_emb, text_emb, clip_ids)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
-    world.average_gradients(model)
+    world.reduce_gradients(model)
     torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return losses
@@ -392,7 +402,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             data_time += time.time() - t0
             losses = train_step(model, world, optimizer, params, logmel_batch, text, clip_ids, config.grad_clip, autocast)
             for key in sums:
-                sums[key] += float(losses[key])
+                sums[key] += float(losses[key].detach())
             bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
         scheduler.step()
         row = {"epoch": epoch, **{k: v / max(len(batches), 1) for k, v in sums.items()}}

@@ -1,0 +1,462 @@
+"""thadcr.datasets: Clotho/AudioCaps readers, missing audio, check_dataset, log-mel cache,
+frame cropping and the torch datasets. Fixtures are tiny files written with soundfile."""
+
+import csv
+import logging
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from thadcr import datasets
+from thadcr.audio_io import AudioError, load_audio
+from thadcr.datasets import (
+    PAD_DB,
+    CaptionDataset,
+    ClipDataset,
+    DatasetError,
+    LogMelCache,
+    Problem,
+    Split,
+    check_dataset,
+    clip_frames,
+    collate,
+    crop_frames,
+    detect_layout,
+    load_split,
+    normalise_caption,
+)
+
+RATE = 32000
+HOP = 320
+
+
+# ----------------------------------------------------------------------------- fixtures
+def write_wav(path, seconds=0.2, rate=RATE, seed=0, amp=0.3, channels=1):
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * rate))
+    data = amp * rng.uniform(-1, 1, size=(n, channels) if channels > 1 else n)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, rate, subtype="FLOAT")
+    return path
+
+
+def write_csv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+CLOTHO_HEADER = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
+AUDIOCAPS_HEADER = ["audiocap_id", "youtube_id", "start_time", "caption"]
+
+
+def clotho_root(tmp_path, split_rows, audio=True):
+    """A Clotho-layout folder; ``split_rows`` maps "development" etc. to CSV rows."""
+    for folder, rows in split_rows.items():
+        write_csv(tmp_path / f"clotho_captions_{folder}.csv", CLOTHO_HEADER, rows)
+        if audio:
+            for seed, row in enumerate(rows):
+                write_wav(tmp_path / folder / row[0], seed=seed)
+    return tmp_path
+
+
+class FakeLogMel(nn.Module):
+    """Stand-in front end (B, samples) -> (B, samples // hop + 1, 64), counting its calls."""
+
+    def __init__(self, hop=HOP, n_mels=64):
+        super().__init__()
+        self.hop, self.calls = hop, 0
+        self.register_buffer("gain", torch.linspace(0.5, 2.0, n_mels))
+
+    def forward(self, wave):
+        self.calls += 1
+        frames = wave.shape[1] // self.hop + 1
+        padded = nn.functional.pad(wave, (0, frames * self.hop - wave.shape[1]))
+        power = padded.reshape(wave.shape[0], frames, self.hop).pow(2).mean(-1, keepdim=True)  # (B, T, 1)
+        return 10 * torch.log10((power * self.gain).clamp_min(1e-10))  # (B, T, 64)
+
+
+# ----------------------------------------------------------------------------- captions
+def test_normalise_caption():
+    assert normalise_caption("A Dog's  BARK, loud!\tThen: silence.") == "a dogs bark loud then silence"
+    assert normalise_caption("High-pitched (whistle)") == "high pitched whistle"
+    assert normalise_caption("café — “quoted”") == "café quoted"
+
+
+def test_empty_caption_names_file_and_row():
+    with pytest.raises(DatasetError, match=r"train.csv row 7: caption '\.\.\. !' is empty"):
+        normalise_caption("... !", "train.csv", 7)
+
+
+# ----------------------------------------------------------------------------- Clotho
+def test_clotho_layout_with_empty_caption_cells(tmp_path):
+    root = clotho_root(tmp_path, {
+        "development": [
+            ["a.wav", "One.", "Two!", "Three", "Four", "Five"],
+            ["b.wav", "Only caption", "", "", "", ""],
+            ["c.wav", "", "second cell", "", " ", "fifth"],
+        ],
+    })
+    split = load_split(root, "clotho", "train")
+    assert split.name == "train" and split.clip_ids == ["a.wav", "b.wav", "c.wav"]
+    assert split.audio_paths == [root / "development" / n for n in ("a.wav", "b.wav", "c.wav")]
+    assert split.captions == ["one", "two", "three", "four", "five", "only caption", "second cell", "fifth"]
+    assert split.caption_audio.tolist() == [0, 0, 0, 0, 0, 1, 2, 2] and split.caption_audio.dtype == np.int64
+    assert split.missing == []
+
+
+def test_clotho_row_without_any_caption_is_an_error(tmp_path):
+    root = clotho_root(tmp_path, {"validation": [["a.wav", "x", "", "", "", ""], ["b.wav", "", "", "", "", ""]]})
+    with pytest.raises(DatasetError, match=r"clotho_captions_validation.csv row 2: 'b.wav' has no caption"):
+        load_split(root, "clotho", "val")
+
+
+def test_clotho_caption_empty_after_normalisation(tmp_path):
+    root = clotho_root(tmp_path, {"evaluation": [["a.wav", "fine", "?!", "", "", ""]]})
+    with pytest.raises(DatasetError, match=r"row 1: caption_2 '\?!' is empty after normalisation"):
+        load_split(root, "clotho", "test")
+
+
+@pytest.mark.parametrize("layout", ["clotho", "audiocaps"])
+def test_csv_without_needed_columns(tmp_path, layout):
+    name = "clotho_captions_development.csv" if layout == "clotho" else "train.csv"
+    write_csv(tmp_path / name, ["file_name", "caption_1", "youtube_id", "caption"], [["a", "b", "c", "d"]])
+    expected = "caption_2, caption_3, caption_4, caption_5" if layout == "clotho" else "audiocap_id, start_time"
+    with pytest.raises(DatasetError, match=rf"{name}: missing column\(s\) {expected}"):
+        load_split(tmp_path, layout, "train")
+
+
+def test_unknown_split_and_layout(tmp_path):
+    with pytest.raises(DatasetError, match="split 'dev'"):
+        load_split(tmp_path, "clotho", "dev")
+    with pytest.raises(DatasetError, match="layout 'wavcaps'"):
+        load_split(tmp_path, "wavcaps", "train")
+
+
+# ----------------------------------------------------------------------------- AudioCaps
+def audiocaps_rows():
+    """Two clips with five captions each, interleaved, second clip first."""
+    rows = []
+    for k in range(5):
+        rows.append([100 + k, "yidB", "30", f"B caption {k}."])
+        rows.append([200 + k, "yidA", "0", f"A caption {k}"])
+    return rows
+
+
+@pytest.mark.parametrize("audio_sub", ["audio/test", "test"])
+def test_audiocaps_groups_five_captions_per_youtube_id(tmp_path, audio_sub):
+    write_csv(tmp_path / "test.csv", AUDIOCAPS_HEADER, audiocaps_rows())
+    write_wav(tmp_path / audio_sub / "yidB_30.wav")
+    write_wav(tmp_path / audio_sub / "yidA_0.wav", seed=1)
+    split = load_split(tmp_path, "audiocaps", "test")
+    assert split.clip_ids == ["yidB", "yidA"]  # first-appearance order
+    assert split.audio_paths == [tmp_path / audio_sub / "yidB_30.wav", tmp_path / audio_sub / "yidA_0.wav"]
+    # literal grouping: clip by clip (first-appearance order), each clip's rows in CSV order
+    expected, owner = [], []
+    for index, yid in enumerate(["yidB", "yidA"]):
+        for row in audiocaps_rows():
+            if row[1] == yid:
+                expected.append(row[3].lower().rstrip("."))
+                owner.append(index)
+    assert split.captions == expected and split.caption_audio.tolist() == owner
+    assert np.bincount(split.caption_audio).tolist() == [5, 5]
+
+
+def test_audiocaps_pattern_is_configurable(tmp_path):
+    write_csv(tmp_path / "val.csv", AUDIOCAPS_HEADER, [[1, "yid", "10", "a cat"]])
+    write_wav(tmp_path / "audio" / "val" / "yid.wav")
+    split = load_split(tmp_path, "audiocaps", "val", audio_pattern="{youtube_id}.wav")
+    assert split.audio_paths == [tmp_path / "audio" / "val" / "yid.wav"]
+    with pytest.raises(DatasetError, match=r"audio_pattern '\{ytid\}.wav' cannot be filled from row 1"):
+        load_split(tmp_path, "audiocaps", "val", audio_pattern="{ytid}.wav")
+
+
+def test_audiocaps_conflicting_start_times(tmp_path):
+    write_csv(tmp_path / "train.csv", AUDIOCAPS_HEADER, [[1, "yid", "0", "a"], [2, "yid", "30", "b"]])
+    with pytest.raises(DatasetError, match=r"train.csv row 2: youtube_id yid names audio 'yid_30.wav'"):
+        load_split(tmp_path, "audiocaps", "train")
+
+
+def test_audiocaps_empty_caption_and_duplicate_id(tmp_path):
+    write_csv(tmp_path / "train.csv", AUDIOCAPS_HEADER, [[1, "yid", "0", "a dog"], [2, "yid2", "0", "  "]])
+    with pytest.raises(DatasetError, match=r"train.csv row 2: caption '' is empty after normalisation"):
+        load_split(tmp_path, "audiocaps", "train")
+    write_csv(tmp_path / "train.csv", AUDIOCAPS_HEADER, [[1, "yid", "0", "a dog"], [1, "yid2", "0", "a cat"]])
+    with pytest.raises(DatasetError, match=r"train.csv row 2: duplicate audiocap_id 1 \(first in row 1\)"):
+        load_split(tmp_path, "audiocaps", "train")
+
+
+# ----------------------------------------------------------------------------- missing audio
+def _four_clips(tmp_path):
+    rows = [[f"c{i}.wav", f"caption {i}", f"other {i}", "", "", ""] for i in range(4)]
+    root = clotho_root(tmp_path, {"development": rows})
+    (root / "development" / "c1.wav").unlink()  # missing
+    (root / "development" / "c3.wav").write_text("not audio")  # unreadable
+    return root
+
+
+def test_missing_share_over_threshold_raises(tmp_path):
+    root = _four_clips(tmp_path)
+    with pytest.raises(DatasetError) as info:
+        load_split(root, "clotho", "train", max_missing_share=0.25)
+    text = str(info.value)
+    assert "2 of 4 audio files (50.00%)" in text and "max_missing_share=0.25" in text
+    assert "c1.wav: file not found" in text and "c3.wav: unreadable" in text
+    assert "put the audio files under" in text and "set max_missing_share to at least 0.5000" in text
+
+
+def test_missing_share_under_threshold_excludes_and_warns(tmp_path, caplog):
+    root = _four_clips(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="thadcr.datasets"):
+        split = load_split(root, "clotho", "train", max_missing_share=0.5)
+    assert split.clip_ids == ["c0.wav", "c2.wav"]
+    assert split.captions == ["caption 0", "other 0", "caption 2", "other 2"]
+    assert split.caption_audio.tolist() == [0, 0, 1, 1]
+    assert len(split.missing) == 2 and split.missing[0].endswith("c1.wav: file not found")
+    assert "c3.wav: unreadable" in split.missing[1]
+    assert "leaving out 2 of 4 clips (4 captions)" in caplog.text and "c1.wav" in caplog.text
+
+
+def test_many_missing_files_listed_up_to_twenty(tmp_path):
+    rows = [[f"m{i:02d}.wav", "a caption", "", "", "", ""] for i in range(25)]
+    write_csv(tmp_path / "clotho_captions_development.csv", CLOTHO_HEADER, rows)
+    with pytest.raises(DatasetError) as info:
+        load_split(tmp_path, "clotho", "train")
+    text = str(info.value)
+    assert "25 of 25 audio files" in text and "m19.wav" in text and "m20.wav" not in text
+    assert "... and 5 more" in text
+
+
+# ----------------------------------------------------------------------------- check_dataset
+def test_check_dataset_lines(tmp_path):
+    root = clotho_root(tmp_path, {
+        "development": [
+            ["ok.wav", "a dog barks", "", "", "", ""],
+            ["nan.wav", "rain", "", "", "", ""],
+            ["quiet.wav", "nothing", "", "", "", ""],
+            ["ok.wav", "duplicate", "", "", "", ""],
+            ["gone.wav", "???", "", "", "", ""],
+            ["hifi.wav", "music", "", "", "", ""],
+        ],
+        "validation": [["v.wav", "wind", "", "", "", ""]],
+    }, audio=False)
+    dev = root / "development"
+    write_wav(dev / "ok.wav")
+    bad = np.full(100, 0.1, dtype=np.float32)
+    bad[3] = np.nan
+    sf.write(dev / "nan.wav", bad, RATE, subtype="FLOAT")
+    sf.write(dev / "quiet.wav", np.zeros(100), RATE)
+    write_wav(dev / "hifi.wav", rate=44100, channels=2)
+    write_wav(dev / "stray.wav")
+    write_wav(root / "validation" / "v.wav")
+
+    problems = check_dataset(root)  # layout auto-detected
+    lines = [str(p) for p in problems]
+    assert all("\n" not in line for line in lines)
+    by_severity = {s: [str(p) for p in problems if p.severity == s] for s in ("error", "warning", "info")}
+    errors, warnings, infos = by_severity["error"], by_severity["warning"], by_severity["info"]
+    assert any("clotho_captions_development.csv row 4: duplicate file_name 'ok.wav' (first in row 1)" in e
+               for e in errors)
+    assert any("row 5: caption_1 '???' is empty after normalisation" in e for e in errors)
+    assert any("nan.wav: 1 NaN/Inf sample(s) (listed in clotho_captions_development.csv row 2)" in e for e in errors)
+    assert any("gone.wav: file not found (listed in clotho_captions_development.csv row 5)" in e for e in errors)
+    assert len(errors) == 4
+    assert any("quiet.wav: silent" in w for w in warnings)
+    assert any("1 audio file(s) not listed" in w and "stray.wav" in w for w in warnings)
+    assert any("clotho_captions_evaluation.csv: no test split" in w for w in warnings)
+    assert any("train: 5 clips, sample rates 32000 Hz x 2, 44100 Hz x 1; 1 channel(s) x 2, 2 channel(s) x 1; 1 silent"
+               in i for i in infos)
+    assert all(line.startswith(("ERROR: ", "WARNING: ", "INFO: ")) for line in lines)
+
+
+def test_check_dataset_missing_audio_and_columns(tmp_path):
+    write_csv(tmp_path / "train.csv", AUDIOCAPS_HEADER, [[1, "yid", "0", "a dog"]])
+    write_csv(tmp_path / "val.csv", ["youtube_id", "caption"], [["yid", "x"]])
+    (tmp_path / "test.csv").write_bytes(b"")
+    problems = check_dataset(tmp_path)
+    errors = [str(p) for p in problems if p.severity == "error"]
+    assert any("yid_0.wav: file not found (listed in train.csv row 1)" in e for e in errors)
+    assert any("val.csv: missing column(s) audiocap_id, start_time" in e for e in errors)
+    assert any("test.csv: missing column(s) audiocap_id, youtube_id, start_time, caption" in e for e in errors)
+
+
+def test_check_dataset_clean_shared_clip_and_layout_detection(tmp_path):
+    root = clotho_root(tmp_path, {f: [[f"{f}.wav", "a caption", "", "", "", ""]]
+                                  for f in ("development", "validation", "evaluation")})
+    problems = check_dataset(root, layout="clotho")
+    assert [p.severity for p in problems] == ["info"] * 3  # a clean data set
+    write_csv(root / "clotho_captions_evaluation.csv", CLOTHO_HEADER, [["development.wav", "x", "", "", "", ""]])
+    write_wav(root / "evaluation" / "development.wav")
+    (root / "evaluation" / "evaluation.wav").unlink()
+    warnings = [str(p) for p in check_dataset(root) if p.severity == "warning"]
+    assert warnings == [f"WARNING: {root}/clotho_captions_evaluation.csv row 1: clip 'development.wav' is also in the "
+                        "train split -> keep the splits disjoint (a shared clip inflates the scores)"]
+    assert detect_layout(root) == "clotho"
+    (root / "train.csv").write_text("audiocap_id,youtube_id,start_time,caption\n")
+    with pytest.raises(DatasetError, match="both Clotho and AudioCaps"):
+        detect_layout(root)
+    assert "both Clotho and AudioCaps" in check_dataset(root)[0].what
+    assert check_dataset(tmp_path / "nowhere")[0].what == "not a folder"
+
+
+def test_problem_str_is_one_line():
+    problem = Problem("x.csv", 3, "bad\nthing", "fix\tit", "warning")
+    assert str(problem) == "WARNING: x.csv row 3: bad thing -> fix it"
+    assert str(Problem("a.wav", None, "gone")) == "ERROR: a.wav: gone"
+
+
+# ----------------------------------------------------------------------------- cache
+def _cache(tmp_path, settings=None, logmel=None):
+    return LogMelCache(tmp_path / "cache", logmel or FakeLogMel(), RATE, settings or {"n_mels": 64, "hop": HOP})
+
+
+def test_cache_computes_whole_clip_once(tmp_path):
+    audio = write_wav(tmp_path / "a.wav", seconds=0.5, rate=16000)
+    cache = _cache(tmp_path)
+    first = cache.get(audio)
+    assert cache.logmel.calls == 1
+    expected = FakeLogMel()(load_audio(audio, RATE)[None])[0]  # whole file, resampled to 32 kHz
+    assert first.shape == (16000 // HOP + 1, 64) and torch.allclose(first, expected)
+    second = _cache(tmp_path).get(audio)  # a fresh cache object reads the stored entry
+    assert torch.equal(first, second) and cache.logmel.calls == 1
+    files = sorted(p.name for p in cache.folder.iterdir())
+    assert files == sorted([cache.entry(audio).name, "settings.json"])  # no *.partial left
+
+
+def test_cache_invalidated_by_settings_and_file_change(tmp_path):
+    audio = write_wav(tmp_path / "a.wav")
+    logmel = FakeLogMel()
+    old = _cache(tmp_path, {"n_mels": 64, "hop": HOP}, logmel)
+    old.get(audio)
+    new = _cache(tmp_path, {"n_mels": 64, "hop": HOP, "fmax": 8000}, logmel)
+    assert new.folder != old.folder
+    new.get(audio)
+    assert logmel.calls == 2
+    write_wav(audio, seconds=0.3, seed=5)  # the file changes: size and mtime
+    os.utime(audio, ns=(1, 1))
+    assert new.get(audio).shape[0] == int(0.3 * RATE) // HOP + 1 and logmel.calls == 3
+
+
+def test_cache_write_is_atomic(tmp_path, monkeypatch):
+    audio = write_wav(tmp_path / "a.wav")
+    cache = _cache(tmp_path)
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datasets.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        cache.get(audio)
+    assert [p.name for p in cache.folder.iterdir()] == ["settings.json"]  # neither entry nor partial
+
+
+def test_cache_recomputes_a_corrupt_entry(tmp_path, caplog):
+    audio = write_wav(tmp_path / "a.wav")
+    cache = _cache(tmp_path)
+    good = cache.get(audio)
+    cache.entry(audio).write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="thadcr.datasets"):
+        again = cache.get(audio)
+    assert torch.equal(good, again) and cache.logmel.calls == 2 and "unusable" in caplog.text
+
+
+def test_cache_bad_audio_raises_audio_error(tmp_path):
+    cache = _cache(tmp_path)
+    with pytest.raises(AudioError, match="missing.wav: file not found"):
+        cache.get(tmp_path / "missing.wav")
+    (tmp_path / "t.wav").write_text("text")
+    with pytest.raises(AudioError, match="t.wav: not readable"):
+        cache.get(tmp_path / "t.wav")
+
+
+# ----------------------------------------------------------------------------- frames
+def test_clip_frames():
+    assert clip_frames(10.0) == 1001 and clip_frames(30.0) == 3001 and clip_frames(1.0, 16000, 160) == 101
+
+
+def test_crop_frames_pad_and_crop():
+    logmel = torch.arange(12, dtype=torch.float32).reshape(6, 2)  # (T=6, F=2)
+    padded = crop_frames(logmel, 8, "center")
+    assert torch.equal(padded[:6], logmel) and (padded[6:] == PAD_DB).all() and PAD_DB == -100.0
+    assert torch.equal(crop_frames(logmel, 2, "start"), logmel[:2])
+    assert torch.equal(crop_frames(logmel, 2, "center"), logmel[2:4])
+    starts = {int(crop_frames(logmel, 3, "random", torch.Generator().manual_seed(s))[0, 0]) // 2 for s in range(100)}
+    assert starts == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="crop mode"):
+        crop_frames(logmel, 8, "end")
+    with pytest.raises(ValueError, match=r"\(frames, mels\)"):
+        crop_frames(logmel[None], 3, "start")
+
+
+# ----------------------------------------------------------------------------- datasets
+def _split(tmp_path):
+    paths = [write_wav(tmp_path / f"{i}.wav", seconds=s, seed=i) for i, s in enumerate((0.5, 0.05))]
+    return Split("train", paths, ["0.wav", "1.wav"], ["a", "b", "c"], np.array([0, 0, 1]))
+
+
+def test_caption_dataset_deterministic_per_epoch(tmp_path):
+    split = _split(tmp_path)
+    n = 10  # clip 0 has 51 frames, clip 1 has 6 (padded)
+    ds = CaptionDataset(split, _cache(tmp_path), n, train=True, seed=3)
+    twin = CaptionDataset(split, _cache(tmp_path), n, train=True, seed=3)
+    whole = ds.cache.get(split.audio_paths[0])
+    crops = {}
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        twin.set_epoch(epoch)
+        items = [ds[i] for i in range(len(ds))]
+        reverse = [twin[i] for i in reversed(range(len(twin)))][::-1]  # order of access does not matter
+        for a, b in zip(items, reverse):
+            assert torch.equal(a["logmel"], b["logmel"])
+        crops[epoch] = items[0]["logmel"]
+        start = int(torch.nonzero((whole == crops[epoch][0]).all(1))[0])
+        assert torch.equal(crops[epoch], whole[start : start + n])  # a real window of the clip
+    assert len({tuple(c[:, 0].tolist()) for c in crops.values()}) > 1  # epochs differ
+    item = ds[2]
+    assert item["logmel"].shape == (n, 64) and item["caption"] == "c"
+    assert item["clip_index"] == 1 and item["caption_index"] == 2
+    assert (item["logmel"][6:] == PAD_DB).all()
+
+
+def test_eval_datasets_are_centre_cropped(tmp_path):
+    split = _split(tmp_path)
+    cache = _cache(tmp_path)
+    ds = CaptionDataset(split, cache, 10, train=False, seed=0)
+    whole = cache.get(split.audio_paths[0])  # 51 frames -> start (51 - 10) // 2 = 20
+    ds.set_epoch(5)
+    assert torch.equal(ds[1]["logmel"], whole[20:30])
+    clips = ClipDataset(split, cache, 10)
+    assert len(clips) == 2 and len(ds) == 3
+    assert torch.equal(clips[0]["logmel"], whole[20:30]) and clips[1]["clip_id"] == "1.wav"
+    with pytest.raises(IndexError):
+        clips[2]
+
+
+def test_collate(tmp_path):
+    split = _split(tmp_path)
+    cache = _cache(tmp_path)
+    batch = collate([CaptionDataset(split, cache, 10, train=True, seed=0)[i] for i in (2, 0)])
+    assert batch["logmel"].shape == (2, 10, 64) and batch["captions"] == ["c", "a"]
+    assert batch["clip_index"].dtype == torch.long and batch["clip_index"].tolist() == [1, 0]
+    assert batch["caption_index"].tolist() == [2, 0]
+    clips = collate([ClipDataset(split, cache, 10)[i] for i in range(2)])
+    assert clips["clip_ids"] == ["0.wav", "1.wav"] and clips["clip_index"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="empty batch"):
+        collate([])
+
+
+def test_real_front_end_pads_like_zero_samples(tmp_path):
+    """PAD_DB is what thadcr.audio.LogMel gives to digital silence; a 10 s clip fills clip_frames(10)."""
+    audio = pytest.importorskip("thadcr.audio")
+    logmel = audio.LogMel(sample_rate=RATE)
+    assert (logmel(torch.zeros(1, 3200)) == PAD_DB).all()
+    cache = LogMelCache(tmp_path / "cache", logmel, RATE, {"front_end": "htsat"})
+    whole = cache.get(write_wav(tmp_path / "ten.wav", seconds=10.0))
+    assert whole.shape == (clip_frames(10.0), 64) and torch.isfinite(whole).all()

@@ -1,0 +1,492 @@
+"""thadcr.reproduce: plan expansion, sharding, execution bookkeeping, rendering, paper values,
+and the train/tables/figures notebooks on synthetic results (nothing is trained here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from thadcr import reproduce as rp
+
+matplotlib.use("Agg")
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+
+# The 31 runs of the full tiny plan, written out by hand from the task's list of Tables 1-5.
+_D = "K8-a0.01-b0.005"
+EXPECTED_IDS = (
+    [f"audiocaps-{v}-{e}-{_D}-s{s}" for v, e in [("DP", "resnet38"), ("DP", "htsat"), ("THA", "htsat"),
+                                                 ("THA+DP", "htsat"), ("DCR", "htsat"), ("THA+DCR", "htsat")]
+     for s in range(3)]
+    + [f"clotho-{v}-htsat-{_D}-s0" for v in ("DP", "THA", "THA+DP", "DCR", "THA+DCR")]
+    + ["audiocaps-DP+LD-htsat-K8-a0.01-b0.005-s0", "audiocaps-DP+LD+LA-htsat-K8-a0.01-b0.005-s0"]
+    + ["audiocaps-DCR-htsat-K6-a0.01-b0.005-s0", "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0"]
+    + ["audiocaps-DCR-htsat-K8-a0.005-b0.005-s0", "audiocaps-DCR-htsat-K8-a0.02-b0.005-s0"]
+    + ["audiocaps-DCR-htsat-K8-a0.01-b0.001-s0", "audiocaps-DCR-htsat-K8-a0.01-b0.01-s0"]
+)  # fmt: skip
+ALL_METRICS = rp.METRICS + rp.EXTRA_METRICS
+
+
+# ----------------------------------------------------------------------------- plan
+def test_plan_tiny_has_the_31_expected_runs_once():
+    runs = rp.plan("tiny")
+    ids = [run.run_id for run in runs]
+    assert len(EXPECTED_IDS) == 31
+    assert len(ids) == 31 and len(set(ids)) == 31
+    assert set(ids) == set(EXPECTED_IDS)
+    shared = {run.run_id: run.tables for run in runs}
+    assert shared["audiocaps-DCR-htsat-K8-a0.01-b0.005-s0"] == (1, 3, 4, 5)
+    assert shared["audiocaps-DP-htsat-K8-a0.01-b0.005-s0"] == (1, 3)
+    assert shared["audiocaps-DCR-htsat-K8-a0.01-b0.005-s1"] == (1,)
+    assert shared["clotho-DCR-htsat-K8-a0.01-b0.005-s0"] == (2,)
+
+
+def test_plan_ids_are_stable_and_independent_of_table_order():
+    first = [r.run_id for r in rp.plan("tiny")]
+    assert first == [r.run_id for r in rp.plan("tiny")]
+    assert first == [r.run_id for r in rp.plan("tiny", tables=(5, 4, 3, 2, 1))]
+    assert [r.run_id for r in rp.plan("paper")] == first  # ids name settings, not the profile
+    # a sub-plan names its runs exactly as the full plan does
+    assert {r.run_id for r in rp.plan("tiny", tables=(3, 4))} <= set(first)
+    assert len(rp.plan("tiny", tables=(3, 4))) == 4 + 2
+    assert len(rp.plan("tiny", seeds=1)) == 31 - 12
+    assert len(rp.plan("tiny", tables=(1,), seeds=5)) == 30
+
+
+def test_plan_settings_match_the_run_id():
+    for run in rp.plan("tiny"):
+        assert run.run_id == (
+            f"{run.dataset}-{run.variant}-{run.audio_encoder}-K{run.n_factors}-a{run.alpha:g}-b{run.beta:g}-s{run.seed}"
+        )
+        params = run.parameters(Path("/x") / run.run_id, resume=False)
+        assert params["overrides"] == {"audio_encoder": run.audio_encoder}
+        assert (params["variant"], params["seed"], params["n_factors"]) == (run.variant, run.seed, run.n_factors)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [({"profile": "huge"}, "huge"), ({"profile": "tiny", "tables": (6,)}, "6"),
+     ({"profile": "tiny", "seeds": 0}, "seeds"), ({"profile": "tiny", "tables": ()}, "tables")],
+)  # fmt: skip
+def test_plan_rejects_bad_input(kwargs, word):
+    with pytest.raises(rp.ReproduceError, match=word):
+        rp.plan(**kwargs)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 31, 40])
+def test_shards_partition_the_plan_round_robin(n):
+    runs = rp.plan("tiny")
+    shards = [rp.select_shard(runs, f"{i}/{n}") for i in range(n)]
+    seen = [run.run_id for shard in shards for run in shard]
+    assert sorted(seen) == sorted(r.run_id for r in runs)  # every run exactly once
+    for position, run in enumerate(runs):  # literal round robin
+        assert run in shards[position % n]
+
+
+@pytest.mark.parametrize("text", ["3/3", "a/b", "-1/2", "1", "1/0"])
+def test_bad_shard_is_refused(text):
+    with pytest.raises(rp.ReproduceError, match="shard"):
+        rp.parse_shard(text)
+
+
+def test_config_for_maps_profiles_and_datasets():
+    tiny = rp.config_for("tiny", "clotho", {"variant": "DCR", "n_factors": 10, "epochs": 2})
+    assert (tiny.data_root, tiny.variant, tiny.n_factors, tiny.epochs) == ("data/embedded/clotho", "DCR", 10, 2)
+    assert tiny.joint_dim // tiny.n_factors == 25  # tiny joint_dim 256, K=10: 25-d factors
+    assert rp.config_for("tiny", "audiocaps").data_root == "data/embedded/audiocaps"
+    paper = rp.config_for("paper", "audiocaps", {"audio_encoder": "resnet38"})
+    assert paper.audio_checkpoint == rp.PANNS_CHECKPOINT and paper.data_root == "data/audiocaps"
+    assert rp.config_for("paper", "clotho").audio_checkpoint.endswith("HTSAT_AudioSet_Saved_1.ckpt")
+    with pytest.raises(rp.ReproduceError, match="dataset"):
+        rp.config_for("tiny", "librispeech")
+
+
+# ----------------------------------------------------------------------------- synthetic results
+def metric_value(run: rp.Run, metric: str) -> float:
+    """A distinct, seed-dependent synthetic value per run and metric."""
+    settings = len(run.variant) + run.n_factors / 10 + 100 * (run.alpha + run.beta)
+    return 10.0 + 3.0 * ALL_METRICS.index(metric) + 0.7 * run.seed**2 + settings
+
+
+def write_fake_run(root: Path, run: rp.Run, wall: float = 100.0, name: str | None = None) -> Path:
+    """A finished run folder as thadcr.train writes it (metrics.json, log.csv, factors.npz)."""
+    folder = root / (name or run.run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(run.run_id) + run.seed)
+    test = {m: metric_value(run, m) for m in ALL_METRICS}
+    epochs = np.arange(1, 4)
+    pd.DataFrame({
+        "epoch": epochs, "loss": 3.0 / epochs, "loss_S": 2.9 / epochs, "loss_D": 0.1 / epochs, "loss_A": 0.0,
+        "lr": 1e-3, **{f"val_{m}": 10.0 * epochs for m in rp.METRICS}, "seconds": 1.0,
+    }).to_csv(folder / "log.csv", index=False)  # fmt: skip
+    if "DCR" in run.variant:
+        k = run.n_factors
+        np.savez(folder / "factors.npz", C_initial=rng.normal(0, 0.3, (k, k)), C_trained=np.eye(k),
+                 g_positive=rng.normal(1, 0.2, (20, k)), g_negative=rng.normal(0, 0.2, (20, k)))  # fmt: skip
+    metrics = {
+        "test": test, "best_epoch": 3, "val_best": 60.0, "seed": run.seed, "wall_time_s": wall,
+        "config": {"data_root": f"data/embedded/{run.dataset}"}, "device": "cpu",
+        "machine": {"platform": "test", "cpus": 2}, "versions": {"torch": "x"}, "git_commit": None,
+    }  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+@pytest.fixture
+def rendered(tmp_path):
+    """Synthetic results for the tiny plan with two runs missing, rendered."""
+    runs = rp.plan("tiny")
+    missing = {"audiocaps-THA-htsat-K8-a0.01-b0.005-s2", "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0"}
+    for i, run in enumerate(runs):
+        if run.run_id not in missing:
+            write_fake_run(rp.runs_dir(tmp_path, "tiny"), run, wall=100.0 + i)
+    executions = tmp_path / "tiny" / "executions"
+    executions.mkdir(parents=True)
+    for i, elapsed in enumerate((1234.5, 10.0)):
+        (executions / f"x{i}.json").write_text(json.dumps({"elapsed_s": elapsed, "shard": "0/1", "jobs": 1}))
+    summary = rp.render("tiny", tmp_path)
+    return tmp_path, runs, missing, summary
+
+
+# ----------------------------------------------------------------------------- render
+def test_render_mean_std_and_difference_against_a_literal_computation(rendered):
+    results, runs, missing, _ = rendered
+    paper = pd.read_csv(REPO / "data" / "paper_results.csv")
+    for table in rp.TABLES:
+        frame = pd.read_csv(results / "tiny" / "tables" / f"table{table}.csv", keep_default_na=False, na_values=[""])
+        assert len(frame) == len(rp.TABLE_ROWS[table]) * len(ALL_METRICS)
+        for method, settings in rp.TABLE_ROWS[table]:
+            dataset = rp.TABLE_DATASET[table]
+            group = [r for r in runs if r.dataset == dataset and all(getattr(r, k) == v for k, v in settings.items())]
+            done = [r for r in group if r.run_id not in missing]
+            for metric in ALL_METRICS:
+                row = frame[(frame.method == method) & (frame.metric == metric)].iloc[0]
+                values = [metric_value(r, metric) for r in done]
+                assert row.n_runs == len(values)
+                if not values:
+                    assert math.isnan(row.ours_mean)
+                    continue
+                mean = sum(values) / len(values)
+                assert row.ours_mean == pytest.approx(mean, abs=1e-4)
+                if len(values) > 1:
+                    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+                    assert row.ours_std == pytest.approx(math.sqrt(var), abs=1e-4)
+                else:
+                    assert math.isnan(row.ours_std)
+                ref = paper[(paper.table == table) & (paper.method == method) & (paper.metric == metric)]
+                if metric in rp.METRICS:
+                    assert row.paper_mean == pytest.approx(float(ref["mean"].iloc[0]))
+                    assert row.difference == pytest.approx(mean - float(ref["mean"].iloc[0]), abs=1e-3)
+                else:
+                    assert ref.empty and math.isnan(row.paper_mean)
+
+
+def test_render_shares_seeds_across_tables_and_lists_missing_runs(rendered):
+    results, _, missing, summary = rendered
+    t3 = pd.read_csv(results / "tiny" / "tables" / "table3.csv", keep_default_na=False, na_values=[""])
+    dcr = t3[(t3.method == "DCR") & (t3.metric == "t2a_R1")].iloc[0]
+    assert dcr.n_runs == 3 and dcr.runs.count(";") == 2  # the three Table 1 seeds
+    t1 = pd.read_csv(results / "tiny" / "tables" / "table1.csv", keep_default_na=False, na_values=[""])
+    tha = t1[(t1.method == "THA") & (t1.metric == "a2t_R5")].iloc[0]
+    assert tha.n_runs == 2 and tha.missing == "audiocaps-THA-htsat-K8-a0.01-b0.005-s2"
+    assert summary["runs"] == {"planned": 31, "complete": 29, "missing": sorted(missing, key=EXPECTED_IDS.index)}
+    on_disk = json.loads((results / "tiny" / "summary.json").read_text())
+    assert on_disk["runs"]["complete"] == 29 and on_disk["profile"] == "tiny"
+    walls = [100.0 + i for i, r in enumerate(rp.plan("tiny")) if r.run_id not in missing]
+    assert on_disk["wall_time_s"]["sum_of_runs"] == pytest.approx(sum(walls))
+    assert on_disk["wall_time_s"]["execute_elapsed"] == pytest.approx(1244.5)
+    assert on_disk["machine"]["cpu_count"] >= 1 and on_disk["machine"]["run_devices"] == ["cpu"]
+    assert on_disk["datasets"]["clotho"]["data_root"] == "data/embedded/clotho"
+    assert on_disk["versions"]["runs"] == {"torch": "x"}
+
+
+def test_render_names_a_broken_metrics_file(tmp_path):
+    run = rp.plan("tiny")[0]
+    folder = write_fake_run(rp.runs_dir(tmp_path, "tiny"), run)
+    (folder / "metrics.json").write_text(json.dumps({"test": {"t2a_R1": 1.0}}))
+    with pytest.raises(rp.ReproduceError, match=r"metrics\.json.*t2a_R5"):
+        rp.render("tiny", tmp_path)
+    (folder / "metrics.json").write_text("{not json")
+    with pytest.raises(rp.ReproduceError, match="not valid JSON"):
+        rp.render("tiny", tmp_path)
+
+
+def test_paper_layout_formats_ours_paper_and_difference():
+    frame = pd.DataFrame([
+        {"method": "A", "metric": "t2a_R1", "ours_mean": 40.04, "ours_std": 0.26, "paper_mean": 41.1,
+         "paper_std": 0.6, "difference": -1.06},
+        {"method": "A", "metric": "a2t_R10", "ours_mean": math.nan, "ours_std": math.nan, "paper_mean": 90.6,
+         "paper_std": math.nan, "difference": math.nan},
+        {"method": "A", "metric": "t2a_mAP10", "ours_mean": 1.0, "ours_std": math.nan, "paper_mean": math.nan,
+         "paper_std": math.nan, "difference": math.nan},
+    ])  # fmt: skip
+    out = rp.paper_layout(frame)
+    assert out.shape == (3, 6)
+    assert out.loc[("A", "ours"), ("Text-to-Audio", "R@1")] == "40.0 ± 0.3"
+    assert out.loc[("A", "paper"), ("Text-to-Audio", "R@1")] == "41.1 ± 0.6"
+    assert out.loc[("A", "diff"), ("Text-to-Audio", "R@1")] == "-1.1"
+    assert out.loc[("A", "ours"), ("Audio-to-Text", "R@10")] == "missing"
+    assert out.loc[("A", "paper"), ("Audio-to-Text", "R@10")] == "90.6"
+
+
+# ----------------------------------------------------------------------------- paper_results.csv
+def test_paper_results_csv_shape_and_cells():
+    frame = rp.load_paper_results()
+    assert list(frame.columns) == ["table", "method", "metric", "mean", "std"]
+    assert frame.groupby("table").size().to_dict() == {1: 36, 2: 30, 3: 24, 4: 18, 5: 36}
+    assert not frame.duplicated(["table", "method", "metric"]).any()
+    # cells checked by hand against the paper's Tables 1-5
+    cells = {
+        (1, "THA+DCR", "t2a_R1"): (41.1, 0.6), (1, "DP (ResNet38)", "a2t_R1"): (39.4, 1.0),
+        (1, "DCR", "a2t_R10"): (89.9, 0.9), (1, "THA+DP", "t2a_R10"): (85.2, 0.3),
+        (2, "DP (HTSAT)", "t2a_R1"): (11.4, None), (2, "THA+DCR", "a2t_R10"): (47.8, None),
+        (2, "DCR", "a2t_R5"): (34.2, None), (3, "DP+LD", "t2a_R1"): (39.1, None),
+        (3, "DP+LD+LA", "a2t_R5"): (78.6, None), (3, "DCR", "t2a_R1"): (40.6, None),
+        (4, "K=10", "a2t_R10"): (89.8, None), (4, "K=6", "t2a_R10"): (84.0, None),
+        (5, "alpha=0.02", "a2t_R5"): (79.1, None), (5, "beta=0.001", "t2a_R1"): (40.2, None),
+        (5, "beta=0.01", "a2t_R1"): (46.4, None),
+    }  # fmt: skip
+    for (table, method, metric), (mean, std) in cells.items():
+        row = frame[(frame.table == table) & (frame.method == method) & (frame.metric == metric)].iloc[0]
+        assert row["mean"] == pytest.approx(mean)
+        assert (math.isnan(row["std"]) if std is None else row["std"] == pytest.approx(std))
+    assert frame.loc[frame.table > 1, "std"].isna().all() and frame.loc[frame.table == 1, "std"].notna().all()
+    # every row of the plan has its 6 paper values, and nothing else is in the file
+    labels = {(t, m) for t, rows in rp.TABLE_ROWS.items() for m, _ in rows}
+    assert set(zip(frame.table, frame.method)) == labels
+    assert set(frame.metric) == set(rp.METRICS)
+
+
+# ----------------------------------------------------------------------------- execute
+class StubExecutor:
+    """Stands in for papermill: records calls, writes the output notebook and (unless told) metrics."""
+
+    def __init__(self, fail=(), no_metrics=()):
+        self.calls, self.fail, self.no_metrics = [], set(fail), set(no_metrics)
+
+    def __call__(self, notebook, output, parameters, log):
+        assert notebook.suffix == ".ipynb" and notebook.is_file()
+        run_dir = Path(parameters["out_dir"])
+        run_id = run_dir.name
+        self.calls.append((run_id, parameters["resume"]))
+        output.write_text(json.dumps({"cells": [], "run": run_id}))
+        log.write_text("stub\n")
+        if run_id in self.fail:
+            return 1
+        if run_id not in self.no_metrics:
+            (run_dir / "metrics.json").write_text(json.dumps({"test": {m: 1.0 for m in ALL_METRICS}, "new": True}))
+        return 0
+
+
+def test_execute_runs_skips_resumes_and_never_overwrites(tmp_path):
+    runs = rp.plan("tiny", tables=(4,))  # 3 runs
+    root = rp.runs_dir(tmp_path, "tiny")
+    finished, interrupted, fresh = runs
+    write_fake_run(root, finished)
+    before = (root / finished.run_id / "metrics.json").read_bytes()
+    (root / interrupted.run_id).mkdir(parents=True)
+    (root / interrupted.run_id / "last.pt").write_bytes(b"checkpoint")
+    stub = StubExecutor()
+    record = rp.execute(runs, tmp_path, executor=stub, progress=False)
+    assert sorted(stub.calls) == sorted([(interrupted.run_id, True), (fresh.run_id, False)])
+    assert record["skipped"] == [finished.run_id]
+    assert sorted(record["done"]) == sorted([interrupted.run_id, fresh.run_id])
+    assert (root / finished.run_id / "metrics.json").read_bytes() == before
+    for run in (interrupted, fresh):
+        assert (root / run.run_id / "run.ipynb").is_file()
+        assert not (root / run.run_id / "run.ipynb.partial").exists()
+    again = StubExecutor()
+    second = rp.execute(runs, tmp_path, executor=again, progress=False)
+    assert again.calls == [] and len(second["skipped"]) == 3 and second["done"] == []
+    records = sorted((tmp_path / "tiny" / "executions").glob("*.json"))
+    assert len(records) == 2 and all(json.loads(p.read_text())["elapsed_s"] >= 0 for p in records)
+
+
+def test_execute_reports_failures_and_goes_on(tmp_path, capsys):
+    runs = rp.plan("tiny", tables=(5,))  # 5 runs
+    broken, silent = runs[1].run_id, runs[3].run_id
+    stub = StubExecutor(fail={broken}, no_metrics={silent})
+    record = rp.execute(runs, tmp_path, jobs=2, executor=stub, progress=False)
+    assert len(stub.calls) == 5 and len(record["done"]) == 3
+    assert set(record["failed"]) == {broken, silent}
+    notebook = rp.runs_dir(tmp_path, "tiny") / broken / "run.ipynb"
+    assert str(notebook) in record["failed"][broken] and notebook.is_file()
+    assert "no metrics.json" in record["failed"][silent]
+    assert broken in capsys.readouterr().err
+    retry = StubExecutor()  # failed runs are retried (resumed) by the next call
+    rp.execute(runs, tmp_path, executor=retry, progress=False)
+    assert sorted(retry.calls) == sorted([(broken, True), (silent, True)])
+
+
+def test_execute_takes_only_its_shard(tmp_path):
+    runs = rp.plan("tiny")
+    stub = StubExecutor()
+    record = rp.execute(runs, tmp_path, shard="2/5", executor=stub, progress=False)
+    assert [c[0] for c in stub.calls] == [r.run_id for r in runs[2::5]]
+    assert record["shard"] == "2/5" and record["done"] == [r.run_id for r in runs[2::5]]
+
+
+def test_execute_survives_an_executor_crash(tmp_path):
+    def crash(notebook, output, parameters, log):
+        raise OSError("kernel died")
+
+    record = rp.execute(rp.plan("tiny", tables=(4,)), tmp_path, executor=crash, progress=False)
+    assert len(record["failed"]) == 3 and all("kernel died" in m for m in record["failed"].values())
+
+
+def test_execute_refuses_bad_arguments(tmp_path):
+    with pytest.raises(rp.ReproduceError, match="no runs"):
+        rp.execute([], tmp_path, executor=StubExecutor())
+    with pytest.raises(rp.ReproduceError, match="jobs"):
+        rp.execute(rp.plan("tiny", tables=(4,)), tmp_path, jobs=0, executor=StubExecutor())
+    with pytest.raises(rp.ReproduceError, match="one profile"):
+        rp.execute(rp.plan("tiny", tables=(4,)) + rp.plan("paper", tables=(4,)), tmp_path, executor=StubExecutor())
+
+
+def test_command_line_returns_nonzero_after_a_failure(tmp_path, monkeypatch):
+    runs = rp.plan("tiny", tables=(4,))
+    stub = StubExecutor(fail={runs[0].run_id})
+    monkeypatch.setattr(rp, "papermill_executor", stub)
+    parser = argparse.ArgumentParser()
+    rp.add_arguments(parser)
+    args = parser.parse_args(["--profile", "tiny", "--tables", "4", "--results", str(tmp_path)])
+    # the stub's metrics.json lack the fields render needs beyond "test": render still works
+    assert rp.run_from_args(args) == 1
+    assert len(stub.calls) == 3 and (tmp_path / "tiny" / "tables" / "table4.csv").is_file()
+    assert rp.run_from_args(parser.parse_args(["--profile", "tiny", "--tables", "9", "--results", str(tmp_path)])) == 2
+
+
+STUB_TRAIN_NOTEBOOK = '''# %% tags=["parameters"]
+variant = "THA+DCR"
+dataset = "audiocaps"
+profile = "tiny"
+seed = 0
+n_factors = 8
+alpha = 0.01
+beta = 0.005
+epochs = None
+out_dir = "unset"
+device = "auto"
+overrides = {}
+resume = False
+
+# %%
+import json, os
+from pathlib import Path
+test = {m: float(n_factors) for m in ("t2a_R1", "t2a_R5", "t2a_R10", "a2t_R1", "a2t_R5", "a2t_R10")}
+seen = {"variant": variant, "dataset": dataset, "overrides": overrides, "resume": resume, "epochs": epochs,
+        "alpha": alpha, "cwd": os.getcwd()}
+Path(out_dir, "metrics.json").write_text(json.dumps({"test": test, "seen": seen}))
+'''
+
+
+@pytest.mark.slow
+def test_papermill_passes_the_parameters_to_a_stub_notebook(tmp_path, monkeypatch):
+    """The real papermill path, with a stub in place of notebooks/train.py (one kernel start)."""
+    stub = tmp_path / "stub_train.py"
+    stub.write_text(STUB_TRAIN_NOTEBOOK)
+    monkeypatch.setattr(rp, "TRAIN_NOTEBOOK", stub)
+    monkeypatch.chdir(tmp_path)
+    run = next(r for r in rp.plan("tiny", tables=(4,)) if r.n_factors == 10)
+    (rp.runs_dir(tmp_path / "results", "tiny") / run.run_id).mkdir(parents=True)  # an interrupted run
+    record = rp.execute([run], tmp_path / "results", progress=False)
+    assert record["done"] == [run.run_id], record["failed"]
+    folder = rp.runs_dir(tmp_path / "results", "tiny") / run.run_id
+    seen = json.loads((folder / "metrics.json").read_text())["seen"]
+    assert seen == {"variant": "DCR", "dataset": "audiocaps", "overrides": {"audio_encoder": "htsat"},
+                    "resume": True, "epochs": None, "alpha": 0.01, "cwd": str(tmp_path)}  # fmt: skip
+    executed = json.loads((folder / "run.ipynb").read_text())
+    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+
+
+# ----------------------------------------------------------------------------- notebooks
+def notebook_code(name: str, parameters: dict) -> str:
+    """The notebook's code cells, with `parameters` assigned after its parameters cell."""
+    import jupytext
+
+    notebook = jupytext.read(NOTEBOOKS / name)
+    parts = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        parts.append(cell.source)
+        if "parameters" in cell.metadata.get("tags", []):
+            parts.append("\n".join(f"{k} = {v!r}" for k, v in parameters.items()))
+    return "\n\n".join(parts)
+
+
+@pytest.mark.slow
+def test_train_notebook_builds_the_config_and_plots(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    seen = {}
+
+    def fake_train(config, out_dir, resume=False, progress=True):
+        seen.update(config=config, out_dir=out_dir, resume=resume)
+        run = rp.Run("tiny", "clotho", config.variant, config.audio_encoder, config.n_factors, config.alpha,
+                     config.beta, config.seed)  # fmt: skip
+        folder = write_fake_run(Path(out_dir).parent, run, name=Path(out_dir).name)
+        return json.loads((folder / "metrics.json").read_text())
+
+    monkeypatch.setitem(sys.modules, "thadcr.train", types.SimpleNamespace(train=fake_train))
+    out = tmp_path / "run"
+    params = {"variant": "DCR", "dataset": "clotho", "n_factors": 10, "beta": 0.01, "epochs": 2,
+              "out_dir": str(out), "overrides": {"audio_encoder": "resnet38"}, "resume": True}  # fmt: skip
+    namespace: dict = {}
+    exec(compile(notebook_code("train.py", params), "train.py", "exec"), namespace)
+    config = seen["config"]
+    assert (config.variant, config.n_factors, config.beta, config.epochs) == ("DCR", 10, 0.01, 2)
+    assert (config.data_root, config.audio_encoder, seen["resume"]) == ("data/embedded/clotho", "resnet38", True)
+    assert namespace["table"].shape == (2, 4)
+    assert namespace["table"].loc["Audio-to-Text", "R@10"] == pytest.approx(namespace["metrics"]["test"]["a2t_R10"])
+    assert len(namespace["fig"].axes) == 2 and namespace["fig"].axes[0].lines
+    plt.close("all")
+
+
+@pytest.mark.slow
+def test_figures_notebook_on_synthetic_and_on_missing_results(rendered, monkeypatch):
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(getattr(obj, "data", obj)))
+    results, *_ = rendered
+    namespace: dict = {}
+    code = notebook_code("figures.py", {"profile": "tiny", "results_dir": str(results)})
+    exec(compile(code, "figures.py", "exec"), namespace)
+    assert namespace["factors_method"] == "THA+DCR"
+    assert set(namespace["curves"]["method"]) == {m for m, _ in rp.TABLE_ROWS[1]}
+    assert len(plt.get_fignums()) == 7  # K, alpha/beta, 2 x variants, curves, C, g
+    assert any("K=10" in str(text) for text in shown)  # the missing K=10 run is named
+    plt.close("all")
+    shown.clear()
+    empty: dict = {}
+    exec(compile(notebook_code("figures.py", {"results_dir": str(results / "none")}), "figures.py", "exec"), empty)
+    assert empty["factors"] is None and sum("is missing" in str(text) for text in shown) == 4  # tables 1, 2, 4, 5
+    assert plt.get_fignums() == []
+
+
+@pytest.mark.slow
+def test_tables_notebook_executes_with_papermill(rendered):
+    import jupytext
+    import papermill
+
+    results, *_ = rendered
+    source = tmp_ipynb = results / "tables.ipynb"
+    jupytext.write(jupytext.read(NOTEBOOKS / "tables.py"), source)
+    output = results / "tables_out.ipynb"
+    papermill.execute_notebook(str(tmp_ipynb), str(output), parameters={"profile": "tiny", "results_dir": str(results)},
+                               kernel_name="python3", progress_bar=False, cwd=str(results))  # fmt: skip
+    text = output.read_text()
+    assert "Table 5: Effect of the trade-off" in text and "41.1 ± 0.6" in text
+    assert "29 of 31 complete" in text and "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0" in text
