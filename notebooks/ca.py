@@ -78,6 +78,10 @@ show(ConfidenceAware)
 # %%
 K, w = 4, 3
 ca = ConfidenceAware(w).double()
+gen = torch.Generator().manual_seed(1)  # the example's own weights and factors, independent of the package's init
+with torch.no_grad():
+    for parameter in ca.parameters():
+        parameter.copy_(0.5 * torch.randn(parameter.shape, dtype=torch.float64, generator=gen))
 assert (ca.fc1.in_features, ca.fc1.out_features, ca.fc2.out_features) == (2 * w, 4 * w, 1)
 W1, b1 = ca.fc1.weight.detach().numpy(), ca.fc1.bias.detach().numpy()  # (4w, 2w), (4w,)
 W2, b2 = ca.fc2.weight.detach().numpy(), ca.fc2.bias.detach().numpy()  # (1, 4w), (1,)
@@ -90,8 +94,8 @@ def confidence_literal(e_t_i: np.ndarray, e_a_i: np.ndarray) -> float:
     return sum(W2[0, r] * hidden[r] for r in range(len(hidden))) + b2[0]
 
 
-e_text = torch.randn(5, K, w, dtype=torch.float64)  # 5 matching pairs
-e_audio = torch.randn(5, K, w, dtype=torch.float64)
+e_text = torch.randn(5, K, w, dtype=torch.float64, generator=gen)  # 5 matching pairs
+e_audio = torch.randn(5, K, w, dtype=torch.float64, generator=gen)
 with torch.no_grad():
     g = ca(e_text, e_audio)  # (B, K)
 assert g.shape == (5, K)
@@ -123,8 +127,8 @@ def s_dcr_literal(e_a: np.ndarray, e_t: np.ndarray) -> np.ndarray:
     return S
 
 
-e_audio = torch.randn(3, K, w, dtype=torch.float64)  # 3 clips
-e_text = torch.randn(4, K, w, dtype=torch.float64)  # 4 captions
+e_audio = torch.randn(3, K, w, dtype=torch.float64, generator=gen)  # 3 clips
+e_text = torch.randn(4, K, w, dtype=torch.float64, generator=gen)  # 4 captions
 with torch.no_grad():
     S = dcr_similarity(e_audio, e_text, ca)
 assert S.shape == (3, 4)

@@ -141,8 +141,9 @@ def losses_literal(C: np.ndarray) -> tuple[float, float]:
     return L_D, L_A
 
 
-e_t = torch.randn(16, 4, 3, dtype=torch.float64)
-e_a = 0.5 * e_t + torch.randn(16, 4, 3, dtype=torch.float64)  # partly aligned factors
+gen = torch.Generator().manual_seed(1)  # the examples' own random numbers, independent of any layer's init
+e_t = torch.randn(16, 4, 3, dtype=torch.float64, generator=gen)
+e_a = 0.5 * e_t + torch.randn(16, 4, 3, dtype=torch.float64, generator=gen)  # partly aligned factors
 C = factor_correlation(e_t, e_a)
 assert C.shape == (4, 4)
 C_literal = correlation_literal(e_t.numpy(), e_a.numpy())
@@ -172,7 +173,7 @@ hadamard = np.array([[1.0]])
 for _ in range(4):
     hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])  # 16 x 16, orthogonal columns
 base = torch.tensor(hadamard[:, 1:9]).view(16, 4, 2)  # (B=16, K=4, D/K=2); column 0 (constant) skipped
-random_pair = torch.randn(2, 256, 4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+random_pair = torch.randn(2, 256, 4, 2, dtype=torch.float64, generator=gen)
 examples = {
     "identical": (base, base),
     "permuted": (base, base[:, [1, 2, 3, 0]]),
@@ -218,8 +219,8 @@ plt.show()
 # $\alpha \mathcal{L}_D + \beta \mathcal{L}_A$ (here with a large step) must lower it.
 
 # %%
-e_t = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
-e_a = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
+e_t = torch.randn(6, 3, 2, dtype=torch.float64, generator=gen).requires_grad_()
+e_a = torch.randn(6, 3, 2, dtype=torch.float64, generator=gen).requires_grad_()
 
 
 def weighted(e_t: torch.Tensor, e_a: torch.Tensor, alpha: float = 0.01, beta: float = 0.005) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 
 from thadcr.alignment import (
     EPS,
+    LIVE_TENSORS,
     THA,
     audio_enhanced_similarity,
     block_shape,
@@ -122,7 +123,7 @@ def test_sum_is_mean_times_query_count():
 def test_blocked_equals_unblocked(budget):
     audio, text, mask = make(na=5, nt=7, seed=4)
     m, n, d = audio.shape[1], text.shape[1], audio.shape[2]
-    per_pair, per_clip, per_caption = 8 * (5 * m * n + n * d), 8 * 2 * m * d, 8 * 2 * n * d
+    per_pair, per_clip, per_caption = 8 * (LIVE_TENSORS * m * n + 2 * n * d), 8 * 2 * m * d, 8 * 2 * n * d
     one_pair = per_pair + per_clip + per_caption
     clips, captions = block_shape(5, 7, m, n, d, 8, budget * one_pair)
     assert clips * captions * per_pair + clips * per_clip + captions * per_caption <= budget * one_pair
@@ -134,7 +135,7 @@ def test_blocked_equals_unblocked(budget):
 
 def test_block_shape_respects_budget_and_refuses_too_small():
     clips, captions = block_shape(957, 4785, 1024, 20, 768, 4, 256 * 2**20)
-    per_pair = 4 * (5 * 1024 * 20 + 20 * 768)
+    per_pair = 4 * (LIVE_TENSORS * 1024 * 20 + 2 * 20 * 768)
     assert clips * captions * per_pair + 4 * 2 * 768 * (1024 * clips + 20 * captions) <= 256 * 2**20
     assert clips * captions > 100
     with pytest.raises(ValueError, match="max_block_bytes"):
@@ -202,6 +203,15 @@ def test_half_storage_is_scored_in_float32():
     got = tha_similarity_level(audio.bfloat16(), text.bfloat16(), mask, LAM)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), ref, rtol=0, atol=0.05)
+
+
+def test_autocast_does_not_lower_the_scoring_precision():
+    audio, text, mask = make(seed=10, dtype=torch.float32)
+    ref = tha_similarity_level(audio, text, mask, LAM)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = tha_similarity_level(audio, text, mask, LAM)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_inputs_name_the_problem():

@@ -12,8 +12,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import re
 import struct
 import tarfile
 import zipfile
@@ -185,10 +183,23 @@ def test_deb_is_extracted_in_python_keeping_only_audio_and_text(tmp_path):
     assert count == 2 and kept == ["usr/share/doc/qabcs-data/copyright", "usr/share/qabcs/abcs/all/noises/dog.ogg"]
     assert (tmp_path / "qabcs-data/usr/share/qabcs/abcs/all/noises/dog.ogg").read_bytes() == b"OggS-dog"
     assert not (tmp_path / "qabcs-data.partial").exists()
-    # fetch_packages uses the .deb found in the folder (and the other trees), without apt
     (tmp_path / "not-a-deb_1_all.deb").write_bytes(b"garbage")
     with pytest.raises(EmbeddedDataError, match="not a Debian package"):
         embedded.extract_deb(tmp_path / "not-a-deb_1_all.deb", tmp_path / "x", keep=lambda n: True)
+
+
+def test_fetch_packages_extracts_a_deb_from_the_folder_without_apt(tmp_path, monkeypatch):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("./usr/share/qabcs/abcs/all/noises/cat.ogg")
+        info.size = 4
+        archive.addfile(info, io.BytesIO(b"OggS"))
+    (tmp_path / "qabcs-data_2.0-1_all.deb").write_bytes(_ar([("debian-binary", b"2.0\n"), ("data.tar.gz", buffer.getvalue())]))
+    monkeypatch.setattr(embedded, "PACKAGES", {"qabcs-data": "usr/share/qabcs/abcs/all/noises"})
+    monkeypatch.setattr(embedded.shutil, "which", lambda name: None)  # apt would raise
+    trees = embedded.fetch_packages(tmp_path, progress=False)
+    assert trees == {"qabcs-data": tmp_path / "qabcs-data"}
+    assert (tmp_path / "qabcs-data/usr/share/qabcs/abcs/all/noises/cat.ogg").read_bytes() == b"OggS"
 
 
 def test_tuxpaint_spoken_descriptions_are_not_extracted():

@@ -488,7 +488,8 @@ def _match_row(rows: list[dict], path: str) -> dict | None:
     return None
 
 
-def inventory(trees: dict[str, Path], classes: dict[str, PhraseSet] | None = None, rows: list[dict] | None = None):
+def inventory(trees: dict[str, Path], classes: dict[str, PhraseSet] | None = None, rows: list[dict] | None = None,
+              ) -> tuple[list[Recording], dict[str, Callable], list[tuple[str, str]], list[str]]:
     """Match every package audio file to the curated table.
 
     Returns (recordings, readers {key: read()}, drops [(key, reason)], missing [keys of table
@@ -580,7 +581,8 @@ def prepare_audio(wave: np.ndarray, rate: int, sample_rate: int, max_seconds: fl
     return wave.astype(np.float32)
 
 
-def load_recordings(recordings: list[Recording], readers: dict, sample_rate: int, progress: bool = True):
+def load_recordings(recordings: list[Recording], readers: dict[str, Callable], sample_rate: int, progress: bool = True,
+                    ) -> tuple[dict[str, np.ndarray], list[Recording], list[tuple[str, str]]]:
     """Prepared audio {key: (samples,)} plus the updated recordings and [(key, reason)] drops.
 
     Silent recordings are dropped; exact duplicates (identical decoded samples) of the same

@@ -271,6 +271,8 @@ def execute(
         raise ReproduceError(f"execute needs the runs of one profile, got {sorted(profiles) or 'no runs'}: use plan()")
     if jobs < 1:
         raise ReproduceError(f"jobs must be at least 1, got {jobs}")
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     profile = profiles.pop()
     root = runs_dir(results_dir, profile)
     mine = select_shard(runs, shard)

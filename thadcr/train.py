@@ -15,6 +15,7 @@ gather the embeddings, so the contrastive loss sees the whole batch (`Distribute
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -185,9 +186,24 @@ class Distributed:
 
 # ----------------------------------------------------------------------------- text features
 class TextFeatureCache:
-    """Hidden states of a FROZEN text encoder for every caption of a split, computed once."""
+    """Hidden states of a FROZEN text encoder for every caption of a split, computed once.
 
-    def __init__(self, model: RetrievalModel, captions: list[str], device: torch.device, batch: int = 128):
+    With `cache_dir` the features are also stored on disk, keyed by the text model, its layers
+    and the captions, so that every run on the same data set shares them.
+    """
+
+    def __init__(self, model: RetrievalModel, captions: list[str], device: torch.device, batch: int = 128,
+                 cache_dir: Path | None = None):
+        self.device = device
+        path = None
+        if cache_dir is not None:
+            encoder = model.text_encoder
+            key = json.dumps([str(encoder.source), list(encoder.layers), captions])
+            path = Path(cache_dir) / f"text-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+            if path.is_file():
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+                self.levels, self.mask, self.cls = stored["levels"], stored["mask"], stored["cls"]
+                return
         levels, masks, cls = [], [], []
         with torch.no_grad():
             for start in range(0, len(captions), batch):
@@ -200,7 +216,9 @@ class TextFeatureCache:
         self.levels = [torch.cat([pad(block[i]) for block in levels]) for i in range(len(levels[0]))]
         self.mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for m in masks])
         self.cls = torch.cat(cls)
-        self.device = device
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save({"levels": self.levels, "mask": self.mask, "cls": self.cls}, path)
 
     def __call__(self, index: torch.Tensor) -> TextOutput:
         mask = self.mask[index]
@@ -351,7 +369,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     text_frozen = model.text_encoder.frozen
     text_caches = (
-        {name: TextFeatureCache(model, split.captions, device) for name, split in splits.items()} if text_frozen else {}
+        {name: TextFeatureCache(model, split.captions, device, cache_dir=cache.folder) for name, split in splits.items()}
+        if text_frozen
+        else {}
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
