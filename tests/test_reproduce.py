@@ -490,3 +490,29 @@ def test_tables_notebook_executes_with_papermill(rendered):
     text = output.read_text()
     assert "Table 5: Effect of the trade-off" in text and "41.1 ± 0.6" in text
     assert "29 of 31 complete" in text and "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0" in text
+
+
+def test_orderings_on_the_papers_numbers_and_on_hand_made_results():
+    """The paper's own numbers satisfy its claims; hand-made results decide each claim as written."""
+    paper = rp.load_paper_results()
+    expected, metrics = {}, {}
+
+    def add(table, method, rsum_values):
+        sid = rp.setting_id(rp.TABLE_DATASET[table], **dict(rp.TABLE_ROWS[table])[method])
+        for seed, rsum in enumerate(rsum_values):
+            run_id = f"{sid}-s{seed}"
+            expected.setdefault(sid, []).append(run_id)
+            metrics[run_id] = {"test": {m: rsum / 6 for m in rp.METRICS}}
+
+    add(1, "DP (ResNet38)", [60, 62]); add(1, "DP (HTSAT)", [70, 74]); add(1, "THA", [80]); add(1, "THA+DP", [79])
+    add(1, "DCR", [71]); add(1, "THA+DCR", [90])
+    claims = rp.orderings(expected, metrics, paper).set_index("claim")
+    assert claims["holds_in_paper"].tolist()[:7] == [True] * 7  # Tables 1-3 as printed; 4-5 too:
+    assert claims["holds_in_paper"].tolist()[7:] == [True, True, True]
+    first = claims[claims.table == 1]
+    assert first.loc["DP (ResNet38) < DP (HTSAT)", "holds_in_ours"] == True  # noqa: E712
+    assert first.loc["DP (HTSAT) < THA < THA+DP", "holds_in_ours"] == False  # noqa: E712  (80 > 79)
+    assert first.loc["THA+DCR is the best method", "holds_in_ours"] == True  # noqa: E712
+    assert first.loc["DP (ResNet38) < DP (HTSAT)", "smallest_gap"] == pytest.approx(11.0)
+    assert first.loc["DP (ResNet38) < DP (HTSAT)", "spread"] == pytest.approx(math.sqrt(8.0))  # std of 70, 74
+    assert claims[claims.table == 4]["holds_in_ours"].isna().all()  # no runs: undecided, not False

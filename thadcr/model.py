@@ -70,15 +70,6 @@ class Embeddings:
             factors=pick(self.factors),
         )
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Embeddings":
-        move = lambda x: None if x is None else x.to(device, dtype if x.is_floating_point() else None)  # noqa: E731
-        return Embeddings(
-            tha=None if self.tha is None else [move(level) for level in self.tha],
-            mask=move(self.mask),
-            dp=move(self.dp),
-            factors=move(self.factors),
-        )
-
 
 def concat_embeddings(parts: list[Embeddings]) -> Embeddings:
     """Concatenate blocks of Embeddings along the batch axis (text levels padded to one length)."""

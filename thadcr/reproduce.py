@@ -406,6 +406,66 @@ def table_frame(
     return pd.DataFrame(rows)
 
 
+# The paper's claims about its tables (section 3.2-3.3), checked on the recall sum R-sum (the six
+# recalls added up): "chain" claims a strictly increasing order, "best" a row above the others.
+CLAIMS: tuple[tuple[int, str, str, tuple[str, ...]], ...] = (
+    (1, "chain", "DP (ResNet38) < DP (HTSAT)", ("DP (ResNet38)", "DP (HTSAT)")),
+    (1, "chain", "DP (HTSAT) < THA < THA+DP", ("DP (HTSAT)", "THA", "THA+DP")),
+    (1, "chain", "DP (HTSAT) < DCR", ("DP (HTSAT)", "DCR")),
+    (1, "best", "THA+DCR is the best method", ("THA+DCR", "DP (ResNet38)", "DP (HTSAT)", "THA", "THA+DP", "DCR")),
+    (2, "chain", "DP (HTSAT) < THA < THA+DP", ("DP (HTSAT)", "THA", "THA+DP")),
+    (2, "best", "THA+DCR is the best method", ("THA+DCR", "DP (HTSAT)", "THA", "THA+DP", "DCR")),
+    (3, "chain", "DP < +L_D < +L_D+L_A < full DCR", ("DP (HTSAT)", "DP+LD", "DP+LD+LA", "DCR")),
+    (4, "best", "K = 8 is the best number of factors", ("K=8", "K=6", "K=10")),
+    (5, "best", "alpha = 0.01 is the best alpha", ("alpha=0.01", "alpha=0.005", "alpha=0.02")),
+    (5, "best", "beta = 0.005 is the best beta", ("beta=0.005", "beta=0.001", "beta=0.01")),
+)
+
+
+def _rsum(test: dict[str, float]) -> float:
+    return sum(float(test[m]) for m in METRICS)
+
+
+def orderings(expected: dict[str, list[str]], metrics: dict[str, dict], paper: pd.DataFrame) -> pd.DataFrame:
+    """For each claim of CLAIMS: does it hold in the paper's numbers and in ours (R-sum)?
+
+    Ours uses the mean R-sum over the finished seeds of each row; `spread` is the largest
+    standard deviation of R-sum over seeds among the rows involved (NaN for single runs), and
+    `smallest_gap` the smallest difference the claim relies on, so a reader can see whether an
+    ordering is larger than the seed-to-seed noise.
+    """
+    rows = []
+    for table, kind, claim, methods in CLAIMS:
+        settings = dict(TABLE_ROWS[table])
+        ours, spreads, paper_rsum = {}, [], {}
+        for method in methods:
+            planned = expected.get(setting_id(TABLE_DATASET[table], **settings[method]), [])
+            values = [_rsum(metrics[r]["test"]) for r in planned if r in metrics]
+            mean, std = _mean_std(values)
+            ours[method] = mean
+            spreads.append(std)
+            ref = paper[(paper.table == table) & (paper.method == method) & (paper.metric.isin(METRICS))]
+            paper_rsum[method] = float(ref["mean"].sum()) if len(ref) == len(METRICS) else math.nan
+
+        def holds(values: dict[str, float]) -> bool | None:
+            if any(math.isnan(v) for v in values.values()):
+                return None
+            v = [values[m] for m in methods]
+            return all(a < b for a, b in zip(v, v[1:])) if kind == "chain" else all(v[0] > x for x in v[1:])
+
+        ordered = [ours[m] for m in methods]
+        gaps = [b - a for a, b in zip(ordered, ordered[1:])] if kind == "chain" else [ordered[0] - x for x in ordered[1:]]
+        finite = [x for x in spreads if not math.isnan(x)]
+        rows.append({
+            "table": table, "claim": claim, "holds_in_paper": holds(paper_rsum), "holds_in_ours": holds(ours),
+            "ours_rsum": "; ".join(f"{m} {ours[m]:.1f}" for m in methods),
+            "paper_rsum": "; ".join(f"{m} {paper_rsum[m]:.1f}" for m in methods),
+            "smallest_gap": min(gaps) if gaps and not any(math.isnan(g) for g in gaps) else math.nan,
+            "spread": max(finite) if finite else math.nan,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) -> dict[str, Any]:
     """Write results/<profile>/tables/table{1..5}.csv and summary.json from the finished runs.
 
@@ -428,6 +488,8 @@ def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) ->
     for table in TABLES:
         frame = table_frame(table, expected, metrics, paper)
         _atomic_write_text(tables_dir / f"table{table}.csv", frame.to_csv(index=False, float_format="%.4f"))
+    claims = orderings(expected, metrics, paper)
+    _atomic_write_text(tables_dir / "orderings.csv", claims.to_csv(index=False, float_format="%.2f"))
     summary = _summary(profile, full, metrics, root)
     _atomic_write_text(root / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

