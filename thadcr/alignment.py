@@ -34,6 +34,7 @@ MAX_LAM = 30.0  # exp(-2 * lam) must stay a normal float32 (see _text_enhanced)
 DEFAULT_BLOCK_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
 LIVE_TENSORS = 6  # (clips, M, captions, N) tensors alive at once inside one block, forward
 REDUCES = ("mean", "sum")
+LEVELS = ((2, 4), (3, 10), (4, 12))  # (HTS-AT stage, BERT block) paired per THA level (section 2.1)
 
 
 def _check_level(
