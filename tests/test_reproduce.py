@@ -102,7 +102,7 @@ def test_bad_shard_is_refused(text):
 def test_config_for_maps_profiles_and_datasets():
     tiny = rp.config_for("tiny", "clotho", {"variant": "DCR", "n_factors": 10, "epochs": 2})
     assert (tiny.data_root, tiny.variant, tiny.n_factors, tiny.epochs) == ("data/embedded/clotho", "DCR", 10, 2)
-    assert tiny.joint_dim // tiny.n_factors == 25  # tiny joint_dim 256, K=10: 25-d factors
+    assert tiny.n_factors == 10 and tiny.joint_dim // tiny.n_factors == 6  # tiny joint_dim 64, K=10: 6-d factors
     assert rp.config_for("tiny", "audiocaps").data_root == "data/embedded/audiocaps"
     paper = rp.config_for("paper", "audiocaps", {"audio_encoder": "resnet38"})
     assert paper.audio_checkpoint == rp.PANNS_CHECKPOINT and paper.data_root == "data/audiocaps"

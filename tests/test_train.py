@@ -99,8 +99,10 @@ def test_two_processes_match_one_process(tmp_path):
     one, two = torch.load(tmp_path / "one.pt", weights_only=True), torch.load(tmp_path / "two.pt", weights_only=True)
     torch.testing.assert_close(two["loss"], one["loss"], rtol=1e-5, atol=1e-6)
     assert one["grads"].keys() == two["grads"].keys() and len(one["grads"]) > 10
-    # absolute tolerance on the scale of the largest gradient: some gradients are zero in exact
-    # arithmetic (e.g. attention key biases) and are pure rounding noise in both runs
+    # Tolerance on the scale of the largest gradient: the runs differ by float32 rounding only
+    # (other batch shapes and blocks: about 2e-4 of the scale measured here), while a wrong
+    # reduction of the gradients across processes shows up at the scale itself; some gradients
+    # are zero in exact arithmetic (attention key biases) and pure rounding noise in both runs.
     scale = max(g.abs().max() for g in one["grads"].values())
     for name in one["grads"]:
-        torch.testing.assert_close(two["grads"][name], one["grads"][name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+        torch.testing.assert_close(two["grads"][name], one["grads"][name], rtol=1e-3, atol=1e-3 * scale, msg=name)

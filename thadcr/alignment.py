@@ -14,8 +14,8 @@ S_THA sums both directions over the three levels (HTS-AT stage 2/3/4 with BERT b
 
 How it is computed: the pairs are processed in blocks of clips x captions whose working memory
 stays under ``max_block_bytes``. Per block one matmul gives every cosine; the attended vectors
-are never materialised where a Gram matrix is cheaper: a_m . â_m = |a_m| sum_n alpha_mn |t_n| s_mn
-and |â_m|^2 = w^T G w with w_n = alpha_mn |t_n| and G the caption's (N x N) Gram matrix of unit
+are never materialised where a Gram matrix is cheaper: a_m . â_m = ‖a_m‖ sum_n alpha_mn ‖t_n‖ s_mn
+and ‖â_m‖^2 = w^T G w with w_n = alpha_mn ‖t_n‖ and G the caption's (N x N) Gram matrix of unit
 words; the audio-enhanced side uses the clip's (M x M) Gram matrix when M <= d and materialises
 t̂ (one batched matmul per block) when M > d, whichever costs fewer FLOPs. Scoring runs in float32
 (float64 when given float64), also for half-precision inputs and under autocast.

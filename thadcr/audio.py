@@ -119,7 +119,7 @@ class HTSATConfig:
 
     @property
     def freq_ratio(self) -> int:
-        """How many time chunks are stacked along frequency (HTS-AT: spec_size // mel_bins)."""
+        """How many time chunks are stacked along frequency (spec_size // mel_bins, as in HTS-AT)."""
         return self.spec_size // self.mel_bins
 
 

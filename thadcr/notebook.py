@@ -17,8 +17,8 @@ def repo_root(start: Path | None = None) -> Path:
     raise FileNotFoundError(f"no pyproject.toml at or above {start}: open this notebook inside the thadcr repository")
 
 
-def setup(seed: int = 0, precision: int = 3, jpeg: bool = False, **rc) -> Path:
-    """Offline, seeded, repository-relative notebook session; returns the repository root.
+def setup(seed: int = 0, precision: int = 3, jpeg: bool = False, **rc) -> None:
+    """Offline, seeded, repository-relative notebook session.
 
     The book and nbval start notebooks in `notebooks/`; data and results paths are relative to the
     repository root, which becomes the working folder. `jpeg=True` stores figures as JPEG
@@ -42,7 +42,6 @@ def setup(seed: int = 0, precision: int = 3, jpeg: bool = False, **rc) -> Path:
         from matplotlib_inline.backend_inline import set_matplotlib_formats
 
         set_matplotlib_formats("jpeg")
-    return root
 
 
 def show(obj) -> None:
