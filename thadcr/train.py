@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from thadcr.audio import LogMel
 from thadcr.config import Config, save_config
-from thadcr.datasets import CaptionDataset, ClipDataset, LogMelCache, Split, collate, load_split
+from thadcr.datasets import CaptionDataset, ClipDataset, LogMelCache, Split, clip_frames, collate, load_split
 from thadcr.factors import factor_correlation
 from thadcr.metrics import retrieval_metrics
 from thadcr.model import Embeddings, RetrievalModel, build_model, concat_embeddings
@@ -104,8 +104,8 @@ def load_saved_state(model: RetrievalModel, state: dict, source: Path) -> None:
 
 
 def n_frames_for(config: Config) -> int:
-    """Log-mel frames of one clip: 10 s at 32 kHz with hop 320 -> 1001 (centre padding)."""
-    return int(round(config.clip_seconds * config.sample_rate)) // HOP + 1
+    """Log-mel frames of one clip of the config (10 s at 32 kHz with hop 320 -> 1001)."""
+    return clip_frames(config.clip_seconds, config.sample_rate, HOP)
 
 
 def git_commit() -> str | None:
