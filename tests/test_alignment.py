@@ -241,3 +241,23 @@ def test_float32_at_the_largest_lam_with_a_token_that_matches_no_word():
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="lam"):
         tha_similarity_level(audio, text, mask, 31.0)
+
+
+def test_pool_audio_tokens_averages_2x2_patches_of_the_grid():
+    from thadcr.alignment import pool_audio_tokens
+
+    b, side, c = 2, 8, 3
+    tokens = torch.randn(b, side * side, c, dtype=torch.float64)
+    pooled = pool_audio_tokens(tokens, 16)  # 64 -> 16 tokens: one 2x2 pooling
+    assert pooled.shape == (b, 16, c)
+    grid = tokens.view(b, side, side, c)
+    for i in range(4):
+        for j in range(4):
+            patch = grid[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].reshape(b, 4, c).mean(1)
+            torch.testing.assert_close(pooled[:, 4 * i + j], patch)
+    assert pool_audio_tokens(tokens, 4).shape == (b, 4, c)  # pooled twice
+    assert pool_audio_tokens(tokens, 0) is tokens and pool_audio_tokens(tokens, 64) is tokens
+    with pytest.raises(ValueError, match="square"):
+        pool_audio_tokens(torch.randn(1, 12, c), 4)
+    with pytest.raises(ValueError, match="positive"):
+        pool_audio_tokens(tokens, -1)

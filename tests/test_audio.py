@@ -567,3 +567,13 @@ def test_resnet38_checkpoint_errors_name_the_key(tmp_path):
     torch.save({"model": synthetic_resnet_state(official, cheap=True)}, tmp_path / "full.pth")
     with pytest.raises(CheckpointError, match="expects"):
         load_resnet38_checkpoint(narrow, tmp_path / "full.pth")
+
+
+def test_resnet38_dropout_switch():
+    torch.manual_seed(0)
+    logmel = torch.randn(2, 64, 64)
+    for dropout, same in ((True, False), (False, True)):
+        model = ResNet38(width=0.125, dropout=dropout).train()
+        first, second = model(logmel).pooled, model(logmel).pooled
+        assert torch.equal(first, second) is same
+    assert ResNet38(width=0.125, dropout=False).state_dict().keys() == ResNet38(width=0.125).state_dict().keys()

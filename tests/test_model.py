@@ -96,3 +96,26 @@ def test_concat_embeddings_pads_text_blocks():
         direct = model.similarity(audio, model.encode_text(CAPTIONS))
     assert whole.mask.shape[0] == 4
     torch.testing.assert_close(model.similarity(audio, whole), direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["DCR", "DP+LD"])
+def test_factor_reduce_mean_divides_the_factor_similarity_by_k(variant):
+    torch.manual_seed(0)
+    summed = build_model(tiny(variant, factor_reduce="sum")).eval()
+    averaged = build_model(tiny(variant, factor_reduce="mean")).eval()
+    averaged.load_state_dict(summed.state_dict())
+    with torch.no_grad():
+        audio, text = summed.encode_audio(_logmel(3)), summed.encode_text(CAPTIONS)
+        torch.testing.assert_close(averaged.similarity(audio, text), summed.similarity(audio, text) / 8)
+
+
+def test_tha_max_audio_tokens_pools_the_audio_levels():
+    torch.manual_seed(0)
+    model = build_model(tiny("THA", tha_max_audio_tokens=64)).eval()
+    with torch.no_grad():
+        audio = model.encode_audio(_logmel(2))
+        sim = model.similarity(audio, model.encode_text(CAPTIONS))
+    assert [level.shape[1] for level in audio.tha] == [64, 64, 16]  # tiny HTS-AT: 256, 64, 16 tokens
+    assert sim.shape == (2, 4) and torch.isfinite(sim).all()
+    with pytest.raises(ConfigError, match="tha_max_audio_tokens"):
+        tiny("THA", tha_max_audio_tokens=-1)

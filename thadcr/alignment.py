@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 EPS = 1e-8  # lower clamp of vector norms and of the normalisers of s̄
@@ -248,6 +249,29 @@ def tha_similarity_level(
 ) -> torch.Tensor:
     """One THA level: text-enhanced + audio-enhanced similarity from one shared cosine matrix; (Na, Nt)."""
     return _all_pairs(audio, text, text_mask, lam, reduce, True, True, max_block_bytes)
+
+
+def pool_audio_tokens(tokens: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """Average-pool a square token grid 2x2 at a time until it has at most ``max_tokens`` tokens.
+
+    tokens (B, M, C) with M = g * g laid out row by row (HTS-AT's stage outputs) -> (B, M', C);
+    max_tokens = 0 keeps every token. A pooled token is the mean of a 2x2 patch of the grid, i.e.
+    the patch that HTS-AT's next patch merging would join.
+    """
+    if max_tokens < 0:
+        raise ValueError(f"max_tokens must be 0 (keep all) or positive, got {max_tokens}")
+    b, m, c = tokens.shape
+    side = math.isqrt(m)
+    if max_tokens == 0 or m <= max_tokens:
+        return tokens
+    if side * side != m:
+        raise ValueError(f"cannot pool {m} audio tokens: not a square grid")
+    grid = tokens.transpose(1, 2).reshape(b, c, side, side)
+    while grid.shape[2] * grid.shape[3] > max_tokens:
+        if grid.shape[2] % 2:
+            raise ValueError(f"cannot halve a {grid.shape[2]}x{grid.shape[3]} token grid to {max_tokens} tokens")
+        grid = F.avg_pool2d(grid, 2)
+    return grid.flatten(2).transpose(1, 2)
 
 
 class THA(nn.Module):

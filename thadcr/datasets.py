@@ -435,7 +435,7 @@ class LogMelCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         info = self.folder / "settings.json"
         if not info.exists():
-            _atomic_write_bytes(info, (json.dumps(self.settings, indent=2, sort_keys=True) + "\n").encode())
+            atomic_write_bytes(info, (json.dumps(self.settings, indent=2, sort_keys=True) + "\n").encode())
 
     def entry(self, path: str | Path) -> Path:
         """The cache file of an audio file (which need not exist yet)."""
@@ -458,7 +458,7 @@ class LogMelCache:
             log.warning("log-mel cache entry %s of %s is unusable (%s); recomputing it", entry, path,
                         cached if isinstance(cached, Exception) else "not a (frames, n_mels) tensor")
         value = self.compute(path)
-        _atomic_write_bytes(entry, _tensor_bytes(value))
+        atomic_write_bytes(entry, _tensor_bytes(value))
         return value
 
     @torch.no_grad()
@@ -477,7 +477,7 @@ def _tensor_bytes(value: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a uniquely named ``*.partial`` file and os.replace."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:

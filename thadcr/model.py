@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thadcr.alignment import THA
+from thadcr.alignment import THA, pool_audio_tokens
 from thadcr.audio import HTSAT, ResNet38, load_htsat_checkpoint, load_resnet38_checkpoint
 from thadcr.config import Config, ConfigError
 from thadcr.factors import (
@@ -117,7 +117,7 @@ class RetrievalModel(nn.Module):
                     f"variant {variant} needs token-level audio features; ResNet38 has none. "
                     "Use audio_encoder=htsat for THA variants."
                 )
-            self.audio_encoder = ResNet38(width=config.resnet38_width)
+            self.audio_encoder = ResNet38(width=config.resnet38_width, dropout=config.resnet38_dropout)
             loader = load_resnet38_checkpoint
         else:
             self.audio_encoder = HTSAT(config.htsat_size)
@@ -152,7 +152,9 @@ class RetrievalModel(nn.Module):
         assert logmel.dim() == 3 and logmel.shape[-1] == 64, f"expected (B, frames, 64), got {tuple(logmel.shape)}"
         out = self.audio_encoder(logmel)
         return Embeddings(
-            tha=self.tha.project_audio(out.stages) if self.uses_tha else None,
+            tha=self.tha.project_audio([pool_audio_tokens(s, self.config.tha_max_audio_tokens) for s in out.stages])
+            if self.uses_tha
+            else None,
             dp=self.audio_dp(out.pooled) if self.uses_dp else None,
             factors=self.audio_factors(out.pooled) if self.uses_factors else None,
         )
@@ -183,10 +185,13 @@ class RetrievalModel(nn.Module):
             parts.append(self.tha.score(audio.tha, text.tha, text.mask))
         if self.uses_dp:
             parts.append(F.normalize(audio.dp, dim=-1) @ F.normalize(text.dp, dim=-1).T)
-        if self.uses_ca:
-            parts.append(dcr_similarity(audio.factors, text.factors, self.ca))
-        elif self.uses_factors:
-            parts.append(uniform_factor_similarity(audio.factors, text.factors))
+        if self.uses_factors:
+            factor_sim = (
+                dcr_similarity(audio.factors, text.factors, self.ca)
+                if self.uses_ca
+                else uniform_factor_similarity(audio.factors, text.factors)
+            )
+            parts.append(factor_sim / self.config.n_factors if self.config.factor_reduce == "mean" else factor_sim)
         sim = parts[0]
         for part in parts[1:]:
             sim = sim + part

@@ -33,7 +33,16 @@ from tqdm import tqdm
 
 from thadcr.audio import LogMel
 from thadcr.config import Config, save_config
-from thadcr.datasets import CaptionDataset, ClipDataset, LogMelCache, Split, clip_frames, collate, load_split
+from thadcr.datasets import (
+    CaptionDataset,
+    ClipDataset,
+    LogMelCache,
+    Split,
+    atomic_write_bytes,
+    clip_frames,
+    collate,
+    load_split,
+)
 from thadcr.factors import factor_correlation
 from thadcr.metrics import retrieval_metrics
 from thadcr.model import Embeddings, RetrievalModel, build_model, concat_embeddings
@@ -65,12 +74,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -444,9 +447,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             for key in sums:
                 sums[key] += float(losses[key].detach())
             bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
-        scheduler.step()
         row = {"epoch": epoch, **{k: v / max(len(batches), 1) for k, v in sums.items()}}
-        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["lr"] = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+        scheduler.step()
         row["data_time_share"] = data_time / max(time.time() - epoch_start, 1e-9)
 
         if world.main:
