@@ -261,3 +261,19 @@ def test_pool_audio_tokens_averages_2x2_patches_of_the_grid():
         pool_audio_tokens(torch.randn(1, 12, c), 4)
     with pytest.raises(ValueError, match="positive"):
         pool_audio_tokens(tokens, -1)
+
+
+def test_tha_pools_audio_levels_before_projecting():
+    from thadcr.alignment import pool_audio_tokens
+
+    torch.manual_seed(0)
+    pooled = THA([8, 8], 6, 4, max_audio_tokens=4)
+    plain = THA([8, 8], 6, 4)
+    plain.load_state_dict(pooled.state_dict())
+    levels = [torch.randn(2, 16, 8), torch.randn(2, 4, 8)]
+    got = pooled.project_audio(levels)
+    assert [x.shape for x in got] == [(2, 4, 4), (2, 4, 4)]
+    for g, want in zip(got, plain.project_audio([pool_audio_tokens(x, 4) for x in levels])):
+        torch.testing.assert_close(g, want)
+    with pytest.raises(ValueError, match="max_audio_tokens"):
+        THA([8], 6, 4, max_audio_tokens=-2)

@@ -279,7 +279,8 @@ class THA(nn.Module):
 
     Each level has its own LayerNorm + Linear to ``joint_dim`` for audio (``audio_proj.<l>``) and
     text (``text_proj.<l>``). Levels pair HTS-AT stages 2/3/4 with BERT blocks 4/10/12; the caller
-    passes the levels in that order.
+    passes the levels in that order. With ``max_audio_tokens`` > 0 each audio level is first
+    pooled to at most that many tokens (``pool_audio_tokens``).
     """
 
     def __init__(
@@ -290,6 +291,7 @@ class THA(nn.Module):
         lam: float = 9.0,
         reduce: str = "mean",
         max_block_bytes: int | None = None,
+        max_audio_tokens: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(text_dims, int):
@@ -298,11 +300,14 @@ class THA(nn.Module):
             raise ValueError(f"need one text dim per audio level, got audio {audio_dims} and text {text_dims}")
         if reduce not in REDUCES:
             raise ValueError(f"reduce={reduce!r} is not one of {REDUCES}")
+        if max_audio_tokens < 0:
+            raise ValueError(f"max_audio_tokens must be 0 (keep all) or positive, got {max_audio_tokens}")
         self.lam, self.reduce, self.max_block_bytes = lam, reduce, max_block_bytes
+        self.max_audio_tokens = max_audio_tokens
         self.audio_proj = nn.ModuleList(nn.Sequential(nn.LayerNorm(c), nn.Linear(c, joint_dim)) for c in audio_dims)
         self.text_proj = nn.ModuleList(nn.Sequential(nn.LayerNorm(c), nn.Linear(c, joint_dim)) for c in text_dims)
 
-    def _project(self, levels: list[torch.Tensor], proj: nn.ModuleList, side: str) -> list[torch.Tensor]:
+    def _project(self, levels: list[torch.Tensor], proj: nn.ModuleList, side: str, max_tokens: int = 0) -> list[torch.Tensor]:
         if len(levels) != len(proj):
             raise ValueError(f"THA expects {len(proj)} {side} levels, got {len(levels)}")
         out = []
@@ -311,12 +316,12 @@ class THA(nn.Module):
                 raise ValueError(
                     f"{side} level must be (B, tokens, {layer[0].normalized_shape[0]}), got {tuple(level.shape)}"
                 )
-            out.append(layer(level))
+            out.append(layer(pool_audio_tokens(level, max_tokens)))
         return out
 
     def project_audio(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Audio levels (Na, M_l, C_l) -> (Na, M_l, joint_dim) each."""
-        return self._project(levels, self.audio_proj, "audio")
+        """Audio levels (Na, M_l, C_l) -> (Na, M'_l, joint_dim) each (M'_l: after pooling, if any)."""
+        return self._project(levels, self.audio_proj, "audio", self.max_audio_tokens)
 
     def project_text(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Text levels (Nt, N, C_l) -> (Nt, N, joint_dim) each."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thadcr.alignment import THA, pool_audio_tokens
+from thadcr.alignment import THA
 from thadcr.audio import HTSAT, ResNet38, load_htsat_checkpoint, load_resnet38_checkpoint
 from thadcr.config import Config, ConfigError
 from thadcr.factors import (
@@ -136,6 +136,7 @@ class RetrievalModel(nn.Module):
                 config.joint_dim,
                 lam=config.lam,
                 reduce=config.tha_reduce,
+                max_audio_tokens=config.tha_max_audio_tokens,
             )
         if self.uses_dp:
             self.audio_dp = nn.Linear(audio_dim, config.joint_dim)
@@ -152,9 +153,7 @@ class RetrievalModel(nn.Module):
         assert logmel.dim() == 3 and logmel.shape[-1] == 64, f"expected (B, frames, 64), got {tuple(logmel.shape)}"
         out = self.audio_encoder(logmel)
         return Embeddings(
-            tha=self.tha.project_audio([pool_audio_tokens(s, self.config.tha_max_audio_tokens) for s in out.stages])
-            if self.uses_tha
-            else None,
+            tha=self.tha.project_audio(out.stages) if self.uses_tha else None,
             dp=self.audio_dp(out.pooled) if self.uses_dp else None,
             factors=self.audio_factors(out.pooled) if self.uses_factors else None,
         )
