@@ -29,7 +29,6 @@
 # %%
 
 from itertools import accumulate
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,20 +50,11 @@ setup(jpeg=True, **{"image.cmap": "magma"})  # offline, seeded; the repository r
 # We take its first clip, mono at 32 kHz, cut to 5 s (the tiny profile's clip length).
 
 # %%
-from thadcr.audio_io import fit_length, load_audio
-from thadcr.datasets import load_split
+from thadcr.notebook import embedded_test_clip
 
-DATA = Path("data/embedded/audiocaps")
 RATE, SECONDS = 32000, 5.0
-if not (DATA / "clotho_captions_evaluation.csv").is_file():
-    raise FileNotFoundError(
-        f"{DATA} holds no embedded data set: run `thadcr data build` "
-        "(or `.venv/bin/python -m thadcr.cli data build`) in the repository root, then run this notebook again"
-    )
-test = load_split(DATA, "clotho", "test")
 clip = 0
-caption = test.captions[int(np.flatnonzero(test.caption_audio == clip)[0])]
-wave = fit_length(load_audio(test.audio_paths[clip], RATE), int(SECONDS * RATE), "start")  # (160000,)
+test, wave, caption = embedded_test_clip(clip, SECONDS, RATE)  # the split, (160000,) samples, its first caption
 assert wave.shape == (160000,)
 print(f"{wave.shape[0]} samples at {RATE} Hz = {wave.shape[0] / RATE:.1f} s")
 

@@ -143,39 +143,33 @@ print("padded word ignored in both directions")
 # %% [markdown]
 # ## One real clip and its caption
 #
-# The model is the tiny profile (tiny HTS-AT, MiniLM blocks 2, 5, 6, joint dimension 256).
+# The model is the tiny profile (tiny HTS-AT, MiniLM blocks 2, 5, 6, joint dimension 64). Its
+# HTS-AT gives 256, 64 and 16 tokens at stages 2, 3 and 4; the tiny profile pools each level's
+# token grid 2x2 until at most 64 tokens remain (`tha_max_audio_tokens: 64`, which halves the
+# cost of a THA run on the CPU; the paper profiles keep every token), so THA sees 64, 64 and 16.
 # If the trained demo checkpoint `results/tiny/demo/best.pt` is present and uses THA, it is
 # loaded; otherwise the model is **untrained** (seed 0), so the attention maps below show the
 # mechanics, not learnt alignments.
 
 # %%
 from thadcr.audio import LogMel
-from thadcr.audio_io import fit_length, load_audio
 from thadcr.config import make_config
-from thadcr.datasets import load_split
 from thadcr.model import build_model
+from thadcr.notebook import embedded_test_clip
 from thadcr.train import load_trained
 
-DATA = Path("data/embedded/audiocaps")
 RATE, SECONDS = 32000, 5.0
-if not (DATA / "clotho_captions_evaluation.csv").is_file():
-    raise FileNotFoundError(
-        f"{DATA} holds no embedded data set: run `thadcr data build` "
-        "(or `.venv/bin/python -m thadcr.cli data build`) in the repository root, then run this notebook again"
-    )
-test = load_split(DATA, "clotho", "test")
 logmel_layer = LogMel(sample_rate=RATE)
 
 
 def clip_logmel(index: int) -> torch.Tensor:
     """Log-mel (501, 64) of the first 5 s of test clip `index`."""
-    wave = fit_length(load_audio(test.audio_paths[index], RATE), int(SECONDS * RATE), "start")
-    return logmel_layer(wave[None])[0]
+    return logmel_layer(embedded_test_clip(index, SECONDS, RATE)[1][None])[0]
 
 
 clip = 0
-caption = test.captions[int(np.flatnonzero(test.caption_audio == clip)[0])]
-logmel = clip_logmel(clip)[None]  # (1, 501, 64)
+test, wave, caption = embedded_test_clip(clip, SECONDS, RATE)
+logmel = logmel_layer(wave[None])  # (1, 501, 64)
 assert logmel.shape == (1, 501, 64)
 
 # %% tags=["nbval-ignore-output"]
@@ -201,14 +195,16 @@ htsat_cfg = model.audio_encoder.config
 with torch.no_grad():
     stages = model.audio_encoder(logmel).stages  # [(1, M_l, C_l)]
     text_out = model.text_encoder([caption])
-    audio_levels = model.tha.project_audio(stages)  # [(1, M_l, D)]
+    audio_levels = model.tha.project_audio(stages)  # [(1, M_l, D)], pooled to <= tha_max_audio_tokens
     text_levels = model.tha.project_text(text_out.levels)  # [(1, N, D)]
 word_mask = text_out.mask  # (1, N)
 tokens = model.text_encoder.tokenizer.convert_ids_to_tokens(model.text_encoder.tokenize([caption])["input_ids"][0])
 words = [w for w, m in zip(tokens, word_mask[0]) if m]  # the word tokens, [CLS]/[SEP] dropped
 D = config.joint_dim
 M_levels = [a.shape[1] for a in audio_levels]
-assert M_levels == [256, 64, 16] and all(a.shape[2] == D for a in audio_levels)
+assert [x.shape[1] for x in stages] == [256, 64, 16]  # tiny HTS-AT stages 2, 3, 4
+assert M_levels == [min(m, config.tha_max_audio_tokens or m) for m in (256, 64, 16)]
+assert all(a.shape[2] == D for a in audio_levels)
 assert all(tl.shape == (1, word_mask.shape[1], D) for tl in text_levels) and len(words) == int(word_mask.sum())
 print(f"audio tokens per level M_l = {M_levels}, joint dimension D = {D}")
 
@@ -251,43 +247,43 @@ plt.show()
 # ### Attention over time, both directions
 #
 # Audio tokens live on the Swin grid of the stacked image, not on a time axis. Token $j$ of a
-# stage with a $G \times G$ grid sits at row $h$, column $w$ with $(h, w) = \mathrm{divmod}(j, G)$
-# (patch embedding and patch merging keep row-major order); rows are grouped by time chunk
+# level with a $G \times G$ grid sits at row $h$, column $w$ with $(h, w) = \mathrm{divmod}(j, G)$
+# (patch embedding, patch merging and the 2x2 pooling keep row-major order); rows are grouped by time chunk
 # ($r$ chunks of $G / r$ rows), so the token belongs to time bin $\lfloor h / (G/r) \rfloor \cdot G + w$
 # of $r G$ uniform bins over the clip. Summing attention over the frequency rows of each time
 # column gives a word-by-time map.
 
 
 # %%
-def to_time(values: np.ndarray, stage: int) -> np.ndarray:
-    """(M, ...) per-token values of HTS-AT stage 2, 3 or 4 -> (r * G, ...) summed per time bin."""
+def to_time(values: np.ndarray) -> np.ndarray:
+    """(M, ...) per-token values of one level's G x G grid -> (r * G, ...) summed per time bin."""
     r = htsat_cfg.freq_ratio
-    G = htsat_cfg.spec_size // htsat_cfg.patch_stride // 2 ** (stage - 1)
-    assert values.shape[0] == G * G, (values.shape, G)
+    G = math.isqrt(values.shape[0])
+    assert values.shape[0] == G * G and G % r == 0, (values.shape, G)
     grid = values.reshape(r, G // r, G, *values.shape[1:])  # (chunk, row in chunk, column, ...)
     return grid.sum(axis=1).reshape(r * G, *values.shape[1:])
 
 
 # The same mapping with a loop over tokens.
-stage, M = 2, M_levels[0]
-G, r = int(M**0.5), htsat_cfg.freq_ratio
+M = M_levels[0]
+G, r = math.isqrt(M), htsat_cfg.freq_ratio
 probe = np.random.default_rng(0).random((M, 3))
 looped = np.zeros((r * G, 3))
 for j in range(M):
     h, w = divmod(j, G)
     looped[(h // (G // r)) * G + w] += probe[j]
-assert np.allclose(to_time(probe, stage), looped)
-print(f"stage 2: {G} x {G} tokens, {r} chunks -> {r * G} time bins of {SECONDS / (r * G) * 1000:.0f} ms")
+assert np.allclose(to_time(probe), looped)
+print(f"level 1: {G} x {G} tokens, {r} chunks -> {r * G} time bins of {SECONDS / (r * G) * 1000:.0f} ms")
 
 # %%
 maps = {}
 for lvl, (stage, _block) in enumerate(LEVELS):
     a_np = audio_levels[lvl][0].double().numpy()
     t_np = text_levels[lvl][0][word_mask[0]].double().numpy()
-    rows_per_bin = (htsat_cfg.spec_size // htsat_cfg.patch_stride // 2 ** (stage - 1)) // htsat_cfg.freq_ratio
+    rows_per_bin = math.isqrt(a_np.shape[0]) // htsat_cfg.freq_ratio
     alpha = stacked_cross_attention(a_np, t_np, config.lam)["alpha"]  # (M, N): each token over words
     beta = stacked_cross_attention(t_np, a_np, config.lam)["alpha"]  # (N, M): each word over tokens
-    maps[lvl] = (to_time(alpha, stage).T / rows_per_bin, to_time(beta.T, stage).T)  # (N, time bins) each
+    maps[lvl] = (to_time(alpha).T / rows_per_bin, to_time(beta.T).T)  # (N, time bins) each
     assert np.allclose(maps[lvl][1].sum(axis=1), 1.0)  # each word's attention is a distribution over time
 print("time bins per level:", {lvl + 1: m[0].shape[1] for lvl, m in maps.items()})
 
@@ -306,8 +302,9 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The same audio-enhanced map at the three levels: each level is a coarser time grid (32, 16 and
-# 8 bins in the tiny model) over features from deeper blocks.
+# The same audio-enhanced map at the three levels: features from deeper blocks on coarser time
+# grids (16, 16 and 8 bins in the tiny profile, whose pooling gives level 1 the grid of level 2;
+# without pooling level 1 has 32).
 
 # %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
@@ -394,7 +391,7 @@ pd.DataFrame({"caption": captions, "S_THA (matching)": S_tha.diag().numpy().roun
 #   direction swaps queries and context. The package matches the literal loops on a toy and a
 #   real example and ignores padded words.
 # - Each word gets an attention distribution over the clip's time axis (and each audio token
-#   one over the words); the three levels see the clip at 156, 312 and 625 ms resolution in the
-#   tiny model.
+#   one over the words); the three levels see the clip at 312, 312 and 625 ms resolution in the
+#   tiny profile (156 ms at level 1 without its token pooling).
 # - $S_{THA}$ sums both directions of all three levels; the model adds $S_{DP}$ or $S_{DCR}$
 #   for the combined variants. Next: [disentangled factors](dcr.py).
