@@ -50,11 +50,12 @@ setup(jpeg=True, **{"image.cmap": "magma"})  # offline, seeded; the repository r
 # We take its first clip, mono at 32 kHz, cut to 5 s (the tiny profile's clip length).
 
 # %%
-from thadcr.notebook import embedded_test_clip
+from thadcr.notebook import clip_start, embedded_test_split
 
 RATE, SECONDS = 32000, 5.0
+test = embedded_test_split()
 clip = 0
-test, wave, caption = embedded_test_clip(clip, SECONDS, RATE)  # the split, (160000,) samples, its first caption
+wave, caption = clip_start(test, clip, SECONDS, RATE)  # (160000,) samples, the clip's first caption
 assert wave.shape == (160000,)
 print(f"{wave.shape[0]} samples at {RATE} Hz = {wave.shape[0] / RATE:.1f} s")
 

@@ -99,3 +99,25 @@ if orderings_path.is_file():
     ))
 else:
     display(Markdown(f"`{orderings_path}` is missing: run `thadcr reproduce --profile {profile}` first."))
+
+# %% [markdown]
+# ## Does every run learn?
+#
+# Each run's test R@10 divided by the R@10 of a random ranking on the same split
+# (`thadcr.metrics.chance_recall`: 10 / clips text-to-audio; at least one of a clip's captions in
+# the top 10 audio-to-text), weakest runs first.
+
+# %%
+learning_path = root / "tables" / "learning.csv"
+if learning_path.is_file():
+    learning = pd.read_csv(learning_path)
+    learning["weaker"] = learning[["t2a_x_chance", "a2t_x_chance"]].min(axis=1)
+    display(learning.sort_values("weaker").drop(columns="weaker").round(2).reset_index(drop=True))
+    both = learning[(learning.t2a_x_chance >= 3) & (learning.a2t_x_chance >= 3)]
+    display(Markdown(
+        f"Text-to-audio {learning.t2a_x_chance.min():.1f}-{learning.t2a_x_chance.max():.1f} times chance, "
+        f"audio-to-text {learning.a2t_x_chance.min():.1f}-{learning.a2t_x_chance.max():.1f} times; "
+        f"**{len(both)} of {len(learning)}** runs at least 3 times chance in both directions."
+    ))
+else:
+    display(Markdown(f"`{learning_path}` is missing: run `thadcr reproduce --profile {profile}` first."))

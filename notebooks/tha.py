@@ -155,21 +155,22 @@ print("padded word ignored in both directions")
 from thadcr.audio import LogMel
 from thadcr.config import make_config
 from thadcr.model import build_model
-from thadcr.notebook import embedded_test_clip
+from thadcr.notebook import clip_start, embedded_test_split
 from thadcr.train import load_trained
 
 RATE, SECONDS = 32000, 5.0
+test = embedded_test_split()
 logmel_layer = LogMel(sample_rate=RATE)
 
 
 def clip_logmel(index: int) -> torch.Tensor:
     """Log-mel (501, 64) of the first 5 s of test clip `index`."""
-    return logmel_layer(embedded_test_clip(index, SECONDS, RATE)[1][None])[0]
+    return logmel_layer(clip_start(test, index, SECONDS, RATE)[0][None])[0]
 
 
 clip = 0
-test, wave, caption = embedded_test_clip(clip, SECONDS, RATE)
-logmel = logmel_layer(wave[None])  # (1, 501, 64)
+caption = clip_start(test, clip, SECONDS, RATE)[1]
+logmel = clip_logmel(clip)[None]  # (1, 501, 64)
 assert logmel.shape == (1, 501, 64)
 
 # %% tags=["nbval-ignore-output"]

@@ -21,12 +21,12 @@ CAPTIONS = ["a dog barks", "a bell rings then a dog barks", "rain falls on a roo
 
 
 def main(out_path: str) -> None:
-    # float64: 1 and N processes sum the same terms in another order; in float32 that rounding can
-    # flip a ReLU or clamp at its kink and move a gradient by 1e-3 of its scale.
     world = Distributed("cpu")
     torch.manual_seed(0)
     variant = os.environ.get("DDP_VARIANT", "THA+DCR")  # THA+DCR covers THA, factors and CA
     config = make_config("tiny", {"variant": variant, "joint_dim": 64, "text_trainable_layers": 1})
+    # float64: 1 and N processes sum the same terms in another order; in float32 that rounding can
+    # flip a ReLU or clamp at its kink and move a gradient by 1e-3 of its scale.
     model = build_model(config).double()
     model.eval()  # running BN statistics, no dropout or stochastic depth (see the module docstring)
     params = [p for p in model.parameters() if p.requires_grad]

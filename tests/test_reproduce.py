@@ -136,6 +136,7 @@ def write_fake_run(root: Path, run: rp.Run, wall: float = 100.0, name: str | Non
     metrics = {
         "test": test, "best_epoch": 3, "val_best": 60.0, "seed": run.seed, "wall_time_s": wall,
         "config": {"data_root": f"data/embedded/{run.dataset}"}, "device": "cpu",
+        "data": {"test": {"clips": 200, "captions": 1000}},
         "machine": {"platform": "test", "cpus": 2}, "versions": {"torch": "x"}, "git_commit": None,
     }  # fmt: skip
     (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -490,6 +491,7 @@ def test_tables_notebook_executes_with_papermill(rendered):
     text = output.read_text()
     assert "Table 5: Effect of the trade-off" in text and "41.1 ± 0.6" in text
     assert "29 of 31 complete" in text and "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0" in text
+    assert "runs at least 3 times chance in both directions" in text and "of 29**" in text
 
 
 def test_orderings_on_the_papers_numbers_and_on_hand_made_results():
@@ -516,3 +518,29 @@ def test_orderings_on_the_papers_numbers_and_on_hand_made_results():
     assert first.loc["DP (ResNet38) < DP (HTSAT)", "smallest_gap"] == pytest.approx(11.0)
     assert first.loc["DP (ResNet38) < DP (HTSAT)", "spread"] == pytest.approx(math.sqrt(8.0))  # std of 70, 74
     assert claims[claims.table == 4]["holds_in_ours"].isna().all()  # no runs: undecided, not False
+
+
+def test_chance_recall_against_counting_every_ranking():
+    from itertools import permutations
+
+    from thadcr.metrics import chance_recall
+
+    for n, relevant, k in ((6, 1, 2), (6, 2, 2), (5, 3, 1), (4, 2, 4)):
+        rankings = list(permutations(range(n)))  # items 0..relevant-1 are the correct ones
+        hits = sum(any(item < relevant for item in ranking[:k]) for ranking in rankings)
+        assert chance_recall(n, relevant, k) == pytest.approx(100 * hits / len(rankings))
+    assert chance_recall(200, 1, 10) == pytest.approx(5.0)
+    with pytest.raises(ValueError):
+        chance_recall(5, 6, 1)
+
+
+def test_render_writes_each_runs_recall_against_chance(rendered):
+    tmp_path, runs, missing, _ = rendered
+    learning = pd.read_csv(tmp_path / "tiny" / "tables" / "learning.csv")
+    assert set(learning.run) == {run.run_id for run in runs} - missing
+    row = learning.iloc[0]
+    test = json.loads((rp.runs_dir(tmp_path, "tiny") / row.run / "metrics.json").read_text())["test"]
+    a2t_chance = 100 * (1 - math.comb(995, 10) / math.comb(1000, 10))  # 5 of 1000 captions correct
+    assert row.t2a_chance == pytest.approx(5.0) and row.a2t_chance == pytest.approx(a2t_chance, abs=0.01)
+    assert row.t2a_x_chance == pytest.approx(test["t2a_R10"] / 5.0, abs=0.01)
+    assert row.a2t_x_chance == pytest.approx(test["a2t_R10"] / a2t_chance, abs=0.01)

@@ -15,6 +15,8 @@ on the scores, never on the order of rows or columns.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -93,3 +95,12 @@ def retrieval_metrics(sim, caption_audio) -> dict[str, float]:
     t2a = _direction(_worst_case_ranks(s.T, correct.T), "t2a")  # captions rank clips
     a2t = _direction(_worst_case_ranks(s, correct), "a2t")  # clips rank captions
     return {**t2a, **a2t}
+
+
+def chance_recall(n_items: int, n_relevant: int, k: int) -> float:
+    """R@k (in %) of a random ranking: the chance that at least one of the `n_relevant` correct
+    items among `n_items` is in the top k, 100 (1 - C(n - r, k) / C(n, k)). Text-to-audio on C clips:
+    chance_recall(C, 1, k) = 100 k / C; audio-to-text on N captions, 5 per clip: chance_recall(N, 5, k)."""
+    if not 1 <= n_relevant <= n_items or k < 1:
+        raise ValueError(f"need 1 <= n_relevant <= n_items and k >= 1, got {n_relevant}, {n_items}, {k}")
+    return 100.0 * (1.0 - math.comb(n_items - n_relevant, k) / math.comb(n_items, k))

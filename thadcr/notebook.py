@@ -51,16 +51,9 @@ def show(obj) -> None:
     display(Code(inspect.getsource(obj), language="python"))
 
 
-def embedded_test_clip(index: int = 0, seconds: float = 5.0, rate: int = 32000, data: str = "data/embedded/audiocaps"):
-    """Clip `index` of the embedded AudioCaps-like test split: (split, wave, caption).
-
-    wave: (seconds * rate,) mono float32 at `rate` Hz, the first `seconds` of the clip (zero-padded
-    if shorter); caption: the clip's first caption. A missing data set raises FileNotFoundError
-    saying how to build it.
-    """
-    import numpy as np
-
-    from thadcr.audio_io import fit_length, load_audio
+def embedded_test_split(data: str = "data/embedded/audiocaps"):
+    """The test split of the embedded AudioCaps-like data set; a missing data set raises
+    FileNotFoundError saying how to build it."""
     from thadcr.datasets import load_split
 
     root = Path(data)
@@ -69,7 +62,16 @@ def embedded_test_clip(index: int = 0, seconds: float = 5.0, rate: int = 32000, 
             f"{root} holds no embedded data set: run `thadcr data build` "
             "(or `.venv/bin/python -m thadcr.cli data build`) in the repository root, then run this notebook again"
         )
-    split = load_split(root, "clotho", "test")
+    return load_split(root, "clotho", "test")
+
+
+def clip_start(split, index: int, seconds: float = 5.0, rate: int = 32000):
+    """(wave, caption) of clip `index` of `split`: the first `seconds` at `rate` Hz, mono float32,
+    zero-padded if shorter, shape (seconds * rate,); and the clip's first caption."""
+    import numpy as np
+
+    from thadcr.audio_io import fit_length, load_audio
+
     caption = split.captions[int(np.flatnonzero(split.caption_audio == index)[0])]
     wave = fit_length(load_audio(split.audio_paths[index], rate), int(seconds * rate), "start")
-    return split, wave, caption
+    return wave, caption

@@ -33,6 +33,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from thadcr.config import Config, make_config
+from thadcr.datasets import atomic_write_bytes
+from thadcr.metrics import chance_recall
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.py"
@@ -215,12 +217,6 @@ def is_complete(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def papermill_executor(notebook: Path, output: Path, parameters: dict[str, Any], log: Path) -> int:
     """Run papermill in a child process (one kernel per run); returns its exit status."""
     command = [
@@ -303,7 +299,7 @@ def execute(
     executions = Path(results_dir) / profile / "executions"
     executions.mkdir(parents=True, exist_ok=True)
     name = f"{started:%Y%m%dT%H%M%S_%f}-shard{record['shard'].replace('/', 'of')}-{os.getpid()}.json"
-    _atomic_write_text(executions / name, json.dumps(record, indent=2))
+    atomic_write_bytes(executions / name, json.dumps(record, indent=2).encode())
     for run_id, message in record["failed"].items():
         print(f"FAILED {run_id}: {message}", file=sys.stderr)
     return record
@@ -466,8 +462,31 @@ def orderings(expected: dict[str, list[str]], metrics: dict[str, dict], paper: p
     return pd.DataFrame(rows)
 
 
+def learning_frame(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Each finished run's test R@10 against a random ranking's, both directions (tables/learning.csv).
+
+    Chance is ``thadcr.metrics.chance_recall`` on the run's test split: 1 correct clip among the
+    clips (text-to-audio), captions / clips correct captions among the captions (audio-to-text).
+    A metrics.json without the split sizes (``data.test``) keeps its row with NaN chance.
+    """
+    rows = []
+    for run_id, run in metrics.items():
+        data = run.get("data", {}).get("test", {})
+        if {"clips", "captions"} <= set(data):
+            clips, captions = data["clips"], data["captions"]
+            chance = {"t2a": chance_recall(clips, 1, 10), "a2t": chance_recall(captions, round(captions / clips), 10)}
+        else:
+            chance = {"t2a": math.nan, "a2t": math.nan}
+        row: dict[str, Any] = {"run": run_id}
+        for direction, level in chance.items():
+            value = run["test"][f"{direction}_R10"]
+            row.update({f"{direction}_R10": value, f"{direction}_chance": level, f"{direction}_x_chance": value / level})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) -> dict[str, Any]:
-    """Write results/<profile>/tables/table{1..5}.csv and summary.json from the finished runs.
+    """Write results/<profile>/tables/table{1..5}.csv, orderings.csv, learning.csv and summary.json from the finished runs.
 
     A table row averages every planned seed of its setting (so Table 3's DCR row, shared with
     Table 1, is the 3-seed mean, as in the paper). Returns the summary.
@@ -487,11 +506,13 @@ def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) ->
     tables_dir.mkdir(parents=True, exist_ok=True)
     for table in TABLES:
         frame = table_frame(table, expected, metrics, paper)
-        _atomic_write_text(tables_dir / f"table{table}.csv", frame.to_csv(index=False, float_format="%.4f"))
+        atomic_write_bytes(tables_dir / f"table{table}.csv", frame.to_csv(index=False, float_format="%.4f").encode())
+    learning = learning_frame(metrics)
+    atomic_write_bytes(tables_dir / "learning.csv", learning.to_csv(index=False, float_format="%.2f").encode())
     claims = orderings(expected, metrics, paper)
-    _atomic_write_text(tables_dir / "orderings.csv", claims.to_csv(index=False, float_format="%.2f"))
+    atomic_write_bytes(tables_dir / "orderings.csv", claims.to_csv(index=False, float_format="%.2f").encode())
     summary = _summary(profile, full, metrics, root)
-    _atomic_write_text(root / "summary.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_bytes(root / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
 
 
