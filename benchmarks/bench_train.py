@@ -1,6 +1,6 @@
 """Training-step time of every variant relative to DP, and the share of time spent waiting for data.
 
-Measured side by side in one run, on the tiny profile and the embedded data set (build it first
+Measured side by side in one run (the variants interleaved step by step), on the tiny profile and the embedded data set (build it first
 with `thadcr data build`). Goals (issue 3): THA+DCR <= 1.5x DP per step; data wait < 10%.
 
     .venv/bin/python benchmarks/bench_train.py [--steps 8] [--profile tiny] [key=value ...]
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 import torch
+from tqdm.auto import tqdm
 
 from thadcr.config import VARIANTS, make_config
 from thadcr.datasets import CaptionDataset, collate
@@ -18,34 +19,53 @@ from thadcr.model import build_model
 from thadcr.train import Distributed, TextFeatureCache, _split_setup, n_frames_for, train_step
 
 
-def measure(config, split, cache, steps: int, warmup: int = 2) -> dict:
-    """Seconds per step and the data share over `steps` steps after `warmup` steps."""
-    torch.manual_seed(config.seed)
-    model = build_model(config)
-    model.train()
-    world = Distributed("cpu" if config.device == "auto" and not torch.cuda.is_available() else config.device)
-    model.to(world.device)
-    text_cache = TextFeatureCache(model, split.captions, world.device) if model.text_encoder.frozen else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
-    dataset = CaptionDataset(split, cache, n_frames_for(config), train=True, seed=config.seed)
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
-    data_s = step_s = 0.0
-    for step in range(warmup + steps):
+class Runner:
+    """One variant's model, optimiser and data, stepping through the same batch order as the others."""
+
+    def __init__(self, config, split, cache):
+        torch.manual_seed(config.seed)
+        self.config = config
+        self.model = build_model(config)
+        self.model.train()
+        self.world = Distributed("cpu" if config.device == "auto" and not torch.cuda.is_available() else config.device)
+        self.model.to(self.world.device)
+        frozen = self.model.text_encoder.frozen
+        self.text_cache = TextFeatureCache(self.model, split.captions, self.world.device) if frozen else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
+        self.dataset = CaptionDataset(split, cache, n_frames_for(config), train=True, seed=config.seed)
+        self.order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(0))
+        self.data_s = self.step_s = 0.0
+
+    def step(self, step: int, timed: bool) -> None:
+        """One training step on batch `step`: loading + collating (data) and the whole step timed."""
+        size = self.config.batch_size
         t0 = time.perf_counter()
-        index = order[step * config.batch_size : (step + 1) * config.batch_size]
-        batch = collate([dataset[int(i)] for i in index])
-        text = text_cache(batch["caption_index"]) if text_cache else batch["captions"]
-        logmel = batch["logmel"].to(world.device)
+        index = self.order[step * size : (step + 1) * size]
+        batch = collate([self.dataset[int(i)] for i in index])
+        text = self.text_cache(batch["caption_index"]) if self.text_cache else batch["captions"]
+        logmel = batch["logmel"].to(self.world.device)
         t1 = time.perf_counter()
-        train_step(model, world, optimizer, params, logmel, text, batch["clip_index"].to(world.device), config.grad_clip)
-        if world.device.type == "cuda":
+        clip_ids = batch["clip_index"].to(self.world.device)
+        train_step(self.model, self.world, self.optimizer, self.params, logmel, text, clip_ids, self.config.grad_clip)
+        if self.world.device.type == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()
-        if step >= warmup:
-            data_s += t1 - t0
-            step_s += t2 - t0
-    return {"step_s": step_s / steps, "data_share": data_s / step_s}
+        if timed:
+            self.data_s += t1 - t0
+            self.step_s += t2 - t0
+
+
+def measure(runners: dict[str, Runner], steps: int, warmup: int = 2) -> dict:
+    """Seconds per step and data share of each variant, the variants interleaved step by step.
+
+    Round-robin (step k of every variant, then step k + 1 ...) so that a change of machine load
+    during the run hits every variant alike and the ratios stay comparable.
+    """
+    for step in tqdm(range(warmup + steps), desc="steps (all variants)", leave=False):
+        for runner in runners.values():
+            runner.step(step, timed=step >= warmup)
+    return {name: {"step_s": r.step_s / steps, "data_share": r.data_s / r.step_s} for name, r in runners.items()}
 
 
 def main() -> None:
@@ -61,7 +81,7 @@ def main() -> None:
     print(f"profile {args.profile}, batch {base.batch_size}, {args.steps} timed steps, torch threads {torch.get_num_threads()}")
     rows = [("DP (ResNet38)", base.replace(variant="DP", audio_encoder="resnet38"))]
     rows += [(v, base.replace(variant=v)) for v in VARIANTS]
-    results = {name: measure(config, split, cache, args.steps) for name, config in rows}
+    results = measure({name: Runner(config, split, cache) for name, config in rows}, args.steps)
     reference = results["DP"]["step_s"]
     print(f"{'variant':<15}{'s/step':>10}{'x DP':>8}{'data wait':>11}")
     for name, r in results.items():

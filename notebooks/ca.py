@@ -93,7 +93,7 @@ print(f"g {tuple(g.shape)} (pairs x factors), equal to the literal MLP; values s
 # `dcr_similarity(e_audio (Na, K, w), e_text (Nt, K, w), ca)` returns the $(N_a, N_t)$ matrix.
 # This is Eq. 4 as written, the sum the paper profiles use. The tiny profile divides it by $K$
 # (`factor_reduce: mean`) so that it starts on the scale of one cosine, like $S_{DP}$: trained
-# from scratch for 3 epochs, the sum left the unweighted "+L_D" ablation far behind (see the
+# from scratch for a few epochs, the sum left the unweighted "+L_D" ablation far behind (see the
 # reproduction notes).
 
 # %% tags=["nbval-ignore-output"]

@@ -1,9 +1,11 @@
 """THA (paper 2.2, Eq. 1) against a literal, loop-by-loop float64 implementation of the equation."""
 
+import itertools
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from thadcr.alignment import (
     EPS,
@@ -11,6 +13,7 @@ from thadcr.alignment import (
     THA,
     audio_enhanced_similarity,
     block_shape,
+    caption_blocks,
     tha_similarity_level,
     text_enhanced_similarity,
 )
@@ -140,6 +143,113 @@ def test_block_shape_respects_budget_and_refuses_too_small():
     assert clips * captions > 100
     with pytest.raises(ValueError, match="max_block_bytes"):
         block_shape(2, 2, 1024, 20, 768, 4, 1000)
+
+
+def literal_torch(audio, text, mask, lam, reduce, direction):
+    """Eq. 1 written out pair by pair with differentiable torch ops (softmax, attended vectors
+    materialised), the reference for the hand-written backward. direction: "text", "audio" or "both"."""
+    rows = []
+    for i in range(audio.shape[0]):
+        row = []
+        for j in range(text.shape[0]):
+            tokens, words = audio[i], text[j][mask[j]]
+            s = F.cosine_similarity(tokens[:, None], words[None], dim=-1, eps=EPS)  # (M, n)
+            total = audio.new_zeros(())
+            for queries, context, s_qc in ((tokens, words, s), (words, tokens, s.T)):
+                if direction == ("audio" if queries is tokens else "text"):
+                    continue
+                p = s_qc.clamp_min(0)
+                s_bar = p / torch.sqrt((p * p).sum(0, keepdim=True)).clamp_min(EPS)  # normalised over the queries
+                attended = torch.softmax(lam * s_bar, dim=1) @ context  # over the context
+                cos = torch.stack([F.cosine_similarity(q, a, dim=0, eps=EPS) for q, a in zip(queries, attended)])
+                total = total + (cos.mean() if reduce == "mean" else cos.sum())
+            row.append(total)
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+LEVEL_FUNCS = {"text": text_enhanced_similarity, "audio": audio_enhanced_similarity, "both": tha_similarity_level}
+
+
+# The forward is checked against the literal above; this checks the hand-written backward (_Eq1).
+@pytest.mark.parametrize("m,d", [(6, 4), (3, 8)])
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+@pytest.mark.parametrize("direction", ["text", "audio", "both"])
+@pytest.mark.parametrize("budget", [None, 3000])  # one block, and many small blocks
+def test_backward_matches_autograd_through_the_literal_equation(direction, reduce, m, d, budget):
+    audio, text, mask = make(m=m, d=d, seed=11)
+    weights = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for score in (
+        lambda a, t: LEVEL_FUNCS[direction](a, t, mask, LAM, reduce=reduce, max_block_bytes=budget),
+        lambda a, t: literal_torch(a, t, mask, LAM, reduce, direction),
+    ):
+        a, t = audio.clone().requires_grad_(True), text.clone().requires_grad_(True)
+        (score(a, t) * weights).sum().backward()
+        grads.append((a.grad, t.grad))
+    (got_a, got_t), (want_a, want_t) = grads
+    torch.testing.assert_close(got_a, want_a, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(got_t, want_t, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("direction", ["text", "audio"])
+@pytest.mark.parametrize("m,d", [(4, 3), (2, 5)])
+def test_each_direction_passes_gradcheck(direction, m, d):
+    audio, text, mask = make(na=2, nt=3, m=m, n=4, d=d, seed=12)
+    assert torch.autograd.gradcheck(
+        lambda a, t: LEVEL_FUNCS[direction](a, t, mask, LAM, reduce="sum"),
+        (audio.requires_grad_(True), text.requires_grad_(True)),
+    )
+
+
+def test_backward_can_run_twice_on_a_retained_graph():
+    audio, text, mask = make(seed=13)
+    audio.requires_grad_(True)
+    sim = tha_similarity_level(audio, text, mask, LAM)
+    first = torch.autograd.grad(sim.sum(), audio, retain_graph=True)[0]
+    second = torch.autograd.grad(sim.sum(), audio)[0]
+    assert torch.equal(first, second) and first.abs().sum() > 0
+
+
+def test_half_precision_inputs_get_gradients_of_their_dtype():
+    audio, text, mask = make(seed=14, dtype=torch.float32)
+    a, t = audio.bfloat16().requires_grad_(True), text.bfloat16().requires_grad_(True)
+    tha_similarity_level(a, t, mask, LAM).sum().backward()
+    assert a.grad.dtype == torch.bfloat16 and t.grad.dtype == torch.bfloat16
+    ref_a = audio.clone().requires_grad_(True)
+    tha_similarity_level(ref_a, t.detach().float(), mask, LAM).sum().backward()
+    torch.testing.assert_close(a.grad.float(), ref_a.grad, rtol=0.05, atol=0.05)
+
+
+def _partitions(n: int):
+    """Every way to cut range(n) into contiguous non-empty blocks."""
+    for cuts in itertools.product([False, True], repeat=n - 1):
+        blocks, start = [], 0
+        for i, cut in enumerate(cuts, start=1):
+            if cut:
+                blocks.append((start, i))
+                start = i
+        yield blocks + [(start, n)]
+
+
+@pytest.mark.parametrize("overhead", [0, 3, 10, 1000])
+@pytest.mark.parametrize("max_captions", [2, 3, 8])
+def test_caption_blocks_is_the_cheapest_cut(overhead, max_captions):
+    ends = [2, 2, 3, 5, 5, 5, 9, 12]
+    blocks = caption_blocks(ends, max_captions, overhead)
+    assert [i for a, b in blocks for i in range(a, b)] == list(range(len(ends)))  # every caption once, in order
+    assert all(0 < b - a <= max_captions for a, b in blocks)
+
+    def cost(cut):
+        return sum((b - a) * ends[b - 1] + overhead for a, b in cut)
+
+    allowed = [cut for cut in _partitions(len(ends)) if all(b - a <= max_captions for a, b in cut)]
+    assert cost(blocks) == min(cost(cut) for cut in allowed)
+    if overhead == 1000:
+        assert len(blocks) == math.ceil(len(ends) / max_captions)
+    with pytest.raises(ValueError, match="ascending"):
+        caption_blocks([3, 2], 4)
+    assert caption_blocks([], 4) == []
 
 
 def test_gradients_are_those_of_the_equation():

@@ -362,9 +362,29 @@ def test_cache_recomputes_a_corrupt_entry(tmp_path, caplog):
     cache = _cache(tmp_path)
     good = cache.get(audio)
     cache.entry(audio).write_bytes(b"garbage")
+    fresh = LogMelCache(cache.folder.parent, cache.logmel, RATE, {"n_mels": 64, "hop": HOP})  # nothing in memory
     with caplog.at_level(logging.WARNING, logger="thadcr.datasets"):
-        again = cache.get(audio)
+        again = fresh.get(audio)
     assert torch.equal(good, again) and cache.logmel.calls == 2 and "unusable" in caplog.text
+
+
+def test_cache_keeps_recent_entries_in_memory_within_its_budget(tmp_path, monkeypatch):
+    clips = [write_wav(tmp_path / f"{i}.wav", seconds=0.2, seed=i) for i in range(3)]
+    probe = _cache(tmp_path)
+    one = probe.get(clips[0]).numel() * 4  # bytes of one entry (all three have the same length)
+    cache = LogMelCache(tmp_path / "cache", FakeLogMel(), RATE, {"n_mels": 64, "hop": HOP}, memory_bytes=2 * one)
+    values = [cache.get(c) for c in clips]  # the first is evicted by the third
+    loads = []
+    real_load = datasets.torch.load
+    monkeypatch.setattr(datasets.torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    assert cache.get(clips[2]) is values[2] and cache.get(clips[1]) is values[1] and loads == []  # from memory
+    assert torch.equal(cache.get(clips[0]), values[0]) and loads == [cache.entry(clips[0])]  # read from disk again
+    assert cache._memory_used <= 2 * one and len(cache._memory) == 2
+    none = LogMelCache(tmp_path / "cache", FakeLogMel(), RATE, {"n_mels": 64, "hop": HOP}, memory_bytes=0)
+    none.get(clips[1])
+    assert len(none._memory) == 0 and loads[-1] == none.entry(clips[1])
+    with pytest.raises(ValueError, match="memory_bytes"):
+        LogMelCache(tmp_path / "cache", FakeLogMel(), RATE, {}, memory_bytes=-1)
 
 
 def test_cache_bad_audio_raises_audio_error(tmp_path):

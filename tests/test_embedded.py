@@ -681,3 +681,26 @@ def test_real_packages_inventory():
     assert missing == [] and len(recordings) >= 300
     assert not any(reason == "not in the curated table" for _, reason in drops)
     assert len({r.cls for r in recordings}) == len(embedded.load_classes())
+
+
+def test_atomic_write_uses_a_unique_temporary_and_cleans_up(tmp_path):
+    target = tmp_path / "clip.txt"
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        tmp.write_text("done")
+
+    embedded._write_atomic(target, write)
+    embedded._write_atomic(target, write)
+    assert target.read_text() == "done" and seen[0] != seen[1]  # two writers never share a temporary
+    assert all(p.name.startswith("clip.txt.") and p.name.endswith(".partial") for p in seen)
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        embedded._write_atomic(target, failing)
+    assert target.read_text() == "done"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.txt"]  # no temporary left behind

@@ -13,12 +13,14 @@ For one level, with audio tokens a_m (m = 1..M) and words t_n (n = 1..N, padding
 S_THA sums both directions over the three levels (HTS-AT stage 2/3/4 with BERT block 4/10/12).
 
 How it is computed: the pairs are processed in blocks of clips x captions whose working memory
-stays under ``max_block_bytes``. Per block one matmul gives every cosine; the attended vectors
+stays under ``max_block_bytes``; captions are sorted by length and cut into blocks that pad little
+(``caption_blocks``). Per block one matmul gives every cosine; the attended vectors
 are never materialised where a Gram matrix is cheaper: a_m . â_m = ‖a_m‖ sum_n alpha_mn ‖t_n‖ s_mn
 and ‖â_m‖^2 = w^T G w with w_n = alpha_mn ‖t_n‖ and G the caption's (N x N) Gram matrix of unit
 words; the audio-enhanced side uses the clip's (M x M) Gram matrix when M <= d and materialises
-t̂ (one batched matmul per block) when M > d, whichever costs fewer FLOPs. Scoring runs in float32
-(float64 when given float64), also for half-precision inputs and under autocast.
+t̂ (one batched matmul per block) when M > d, whichever costs fewer FLOPs. The backward pass is
+written by hand (`_Eq1`). Scoring runs in float32 (float64 when given float64), also for
+half-precision inputs and under autocast.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ DEFAULT_BLOCK_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
 LIVE_TENSORS = 6  # (clips, M, captions, N) tensors alive at once inside one block, forward
 REDUCES = ("mean", "sum")
 LEVELS = ((2, 4), (3, 10), (4, 12))  # (HTS-AT stage, BERT block) paired per THA level (section 2.1)
+# Fixed cost of one more caption block, in padded word slots (see caption_blocks). Timed on
+# tiny-profile THA+DCR training steps (32 x 32 pairs, M = 64, d = 64, 2 CPU threads): 16 to 128
+# and a single block ran alike, while 0 (one block per caption length) was clearly slower.
+CAPTION_BLOCK_OVERHEAD = 48
 
 
 def _check_level(
@@ -78,63 +84,187 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _block_scores(
-    audio: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, lam: float, want_text: bool, want_audio: bool
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """One block of pairs, Eq. 1 in both directions from one shared cosine matrix.
+    audio: torch.Tensor,
+    text: torch.Tensor,
+    mask: torch.Tensor,
+    lam: float,
+    text_weight: float | None,
+    audio_weight: torch.Tensor | None,
+) -> torch.Tensor:
+    """One block of pairs: text_weight * (text-enhanced sum) + audio_weight * (audio-enhanced sum).
 
-    audio (A, M, d), text (T, N, d), mask (T, N) -> per direction the sum over the query tokens of
-    the per-token cosines, (A, T) each (None for a direction not asked for).
+    audio (A, M, d), text (T, N, d), mask (T, N); text_weight a number, audio_weight (T,) (1 / words
+    for the mean, 1 for the sum); None leaves a direction out. Returns (A, T) in the compute dtype.
     """
-    A, M, d = audio.shape
-    T, N, _ = text.shape
     dtype = _compute_dtype(audio)
     with torch.autocast(audio.device.type, enabled=False):  # exp and Gram sums want float32
         au, an = _unit(audio.to(dtype))  # (A, M, d), (A, M)
         tu, tn = _unit(torch.where(mask[..., None], text.to(dtype), 0))  # padded words become 0 vectors
+        weight = None if audio_weight is None else audio_weight.to(dtype)
+        return _Eq1.apply(au, an, tu, tn, mask, lam, text_weight, weight)
+
+
+class _Eq1(torch.autograd.Function):
+    """Eq. 1 in both directions for one block, from one shared cosine matrix, with a hand-written backward.
+
+    Autograd through these formulas kept a dozen (A, M, T, N) intermediates and its backward cost
+    more than twice the forward. The backward here is derived by hand (each step's derivative is
+    written next to it), saves five (A, M, T, N) tensors, leaves them intact (a retained graph can
+    be differentiated again), and is checked against autograd through a literal implementation of
+    the equation and against finite differences (tests/test_alignment.py).
+    Inputs: unit audio tokens au (A, M, d) with their norms an (A, M), unit words tu (T, N, d;
+    padded words 0) with their norms tn (T, N); text_weight and audio_weight as in `_block_scores`.
+    """
+
+    @staticmethod
+    def forward(ctx, au, an, tu, tn, mask, lam, text_weight, audio_weight):
+        A, M, d = au.shape
+        T, N, _ = tu.shape
         s = (au.reshape(A * M, d) @ tu.reshape(T * N, d).T).view(A, M, T, N)  # s_mn = cos(a_m, t_n)
         p = s.clamp_min(0)  # [s_mn]+ ; exactly 0 for padded words
-        text_sum = _text_enhanced(s, p, tu, tn, mask, lam) if want_text else None
-        audio_sum = _audio_enhanced(s, p, au, an, lam) if want_audio else None
-    return text_sum, audio_sum
+        score = s.new_zeros(A, T)
+        keep = any(ctx.needs_input_grad[:4])  # without autograd (evaluation) nothing is kept
+        ctx.lam, ctx.text_weight = lam, text_weight
+        ctx.text = ctx.audio = None
+        if text_weight is not None:
+            total, state = _text_enhanced(s, p, tu, tn, mask, lam)
+            score += text_weight * total
+            ctx.text = state if keep else None
+        if audio_weight is not None:
+            total, state = _audio_enhanced(s, p, au, an, lam)
+            score += total * audio_weight
+            ctx.audio = state if keep else None
+        if keep:
+            ctx.save_for_backward(au, an, tu, tn, s, p, audio_weight)
+        return score
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        with torch.autocast(grad.device.type, enabled=False):
+            au, an, tu, tn, s, p, audio_weight = ctx.saved_tensors
+            A, M, d = au.shape
+            T, N, _ = tu.shape
+            g_s = torch.zeros_like(s)  # dL/ds, both directions
+            g_au, g_tu = torch.zeros_like(au), torch.zeros_like(tu)
+            positive = p.sign()  # d[s]+/ds: 1 where s > 0, else 0 (a float mask: bool masks are slow on CPU)
+            g_an = g_tn = None
+            if ctx.text is not None:
+                g_tn = _text_enhanced_backward(grad * ctx.text_weight, s, p, positive, tu, tn, ctx.text, g_s, g_tu)
+            if ctx.audio is not None:
+                g_an = _audio_enhanced_backward(grad * audio_weight, s, p, positive, au, an, ctx.audio, g_s, g_au)
+            g_flat = g_s.view(A * M, T * N)
+            g_au += (g_flat @ tu.reshape(T * N, d)).view(A, M, d)  # s = au . tu
+            g_tu += (g_flat.T @ au.reshape(A * M, d)).view(T, N, d)
+        return g_au, g_an, g_tu, g_tn, None, None, None, None  # None: no gradient (direction not asked)
 
 
-def _text_enhanced(
-    s: torch.Tensor, p: torch.Tensor, tu: torch.Tensor, tn: torch.Tensor, mask: torch.Tensor, lam: float
-) -> torch.Tensor:
+def _softmax_scale(p: torch.Tensor, dim: int, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """lam * s̄ = p * scale, scale = lam / q, q = max(sqrt(sum over `dim` of p^2), eps); also 1/q^2 (0 where clamped)."""
+    sq = (p * p).sum(dim, keepdim=True)
+    q = sq.clamp_min(EPS**2).sqrt()
+    inv_q2 = torch.where(sq >= EPS**2, q.reciprocal().square(), 0)
+    return lam / q, inv_q2
+
+
+def _cosine(dot: torch.Tensor, sq: torch.Tensor) -> torch.Tensor:
+    """cos = dot / sqrt(sq) per query (sq = squared norm of the unnormalised attended vector)."""
+    return dot / sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
+
+
+def _cosine_backward(grad: torch.Tensor, dot: torch.Tensor, sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dL/d dot and dL/d sq of dot / sqrt(max(sq, tiny)), given dL/dcos = grad."""
+    tiny = torch.finfo(sq.dtype).tiny
+    g_dot = grad / sq.clamp_min(tiny).sqrt()
+    g_sq = torch.where(sq >= tiny, -0.5 * g_dot * dot / sq.clamp_min(tiny), 0)
+    return g_dot, g_sq
+
+
+def _logits_backward(g_e, p, positive, scale, inv_q2, dim, g_s) -> None:
+    """Adds to g_s the dL/ds through e = [s]+ * lam / q, q = sqrt(sum over `dim` of [s]+^2), given dL/de = g_e.
+
+    dL/dp = scale * (g_e - p * sum_dim(g_e p) / q^2); the second term is already 0 where p = 0.
+    Overwrites g_e.
+    """
+    g_s.addcmul_(p, -scale * inv_q2 * (g_e * p).sum(dim, keepdim=True))
+    g_s.addcmul_(g_e.mul_(positive), scale)
+
+
+def _text_enhanced(s, p, tu, tn, mask, lam):
     """Eq. 1, audio tokens as queries: sum over m of cos(a_m, â_m); s, p (A, M, T, N) -> (A, T).
 
     cos(a_m, â_m) does not change when alpha_m is scaled, so the softmax is left unnormalised:
     w_mn = |t_n| exp(lam (s̄_mn - 1)) weighs the unit words, a_m . â_m ∝ |a_m| sum_n w_mn s_mn
     and |â_m|^2 ∝ w^T G w with G the caption's (N x N) Gram matrix of unit words.
+    Also returns what the backward needs.
     """
     A, M, T, N = s.shape
-    scale = lam / (p * p).sum(1, keepdim=True).clamp_min(EPS**2).sqrt()  # (A, 1, T, N): over m
+    scale, inv_q2 = _softmax_scale(p, 1, lam)  # (A, 1, T, N): over the audio tokens m
     bias = torch.where(mask, tn.log() - lam, -math.inf)  # (T, N): padded words get weight 0
     w = torch.addcmul(bias, p, scale).exp_()  # (A, M, T, N)
-    dot = torch.einsum("amtn,amtn->amt", w, s)  # (A, M, T); faster than (w * s).sum(-1)
+    dot = torch.einsum("amtn,amtn->amt", w, s)  # (A, M, T)
     wt = w.view(A * M, T, N).transpose(0, 1)  # (T, A*M, N)
-    sq = ((wt @ (tu @ tu.transpose(1, 2))) * wt).sum(-1)  # (T, A*M)
-    return (dot / sq.T.reshape(A, M, T).clamp_min(torch.finfo(sq.dtype).tiny).sqrt()).sum(1)
+    gram_w = torch.bmm(wt, tu @ tu.transpose(1, 2))  # (T, A*M, N): G w per query
+    sq = (gram_w * wt).sum(-1).T.contiguous().view(A, M, T)  # w^T G w
+    return _cosine(dot, sq).sum(1), (scale, inv_q2, w, gram_w, dot, sq)
 
 
-def _audio_enhanced(s: torch.Tensor, p: torch.Tensor, au: torch.Tensor, an: torch.Tensor, lam: float) -> torch.Tensor:
+def _text_enhanced_backward(grad, s, p, positive, tu, tn, state, g_s, g_tu):
+    """Backward of `_text_enhanced` for dL/d(A, T) = grad: adds into g_s and g_tu, returns dL/dtn."""
+    scale, inv_q2, w, gram_w, dot, sq = state
+    A, M, T, N = s.shape
+    g_dot, g_sq = _cosine_backward(grad[:, None, :], dot, sq)  # (A, M, T) each
+    g_s.addcmul_(g_dot[..., None], w)  # dot = sum_n w s
+    wt = w.view(A * M, T, N).transpose(0, 1)  # (T, A*M, N)
+    g_sq_t = g_sq.view(A * M, T).T[..., None]  # (T, A*M, 1)
+    # sq = w^T G w with G = tu tu^T: dsq/dw = 2 G w; dL/dG = sum g_sq w w^T, and dL/dtu = 2 dL/dG tu
+    g_tu += 2 * torch.bmm(torch.bmm((wt * g_sq_t).transpose(1, 2), wt), tu)
+    g_w = g_dot[..., None] * s  # d dot/dw = s ...
+    g_w.view(A * M, T, N).transpose(0, 1).addcmul_(gram_w, g_sq_t, value=2)  # ... + g_sq * 2 G w
+    g_e = g_w.mul_(w)  # w = exp(e), e = log|t_n| - lam + p * scale
+    g_tn = g_e.sum((0, 1)) / tn
+    _logits_backward(g_e, p, positive, scale, inv_q2, 1, g_s)
+    return g_tn
+
+
+def _audio_enhanced(s, p, au, an, lam):
     """Eq. 1 mirrored, words as queries: sum over valid n of cos(t_n, t̂_n); (A, M, T, N) -> (A, T).
 
     As in `_text_enhanced`, beta_n is left unnormalised: w_mn = |a_m| exp(lam (s̄_nm - 1)) weighs
     the unit audio tokens. |t̂_n|^2 comes from materialising t̂ (N*d per word) when M > d, else
-    from the clip's (M x M) Gram matrix (N*M per word).
+    from the clip's (M x M) Gram matrix (N*M per word). Padded words score exactly 0 (s = 0).
+    Also returns what the backward needs.
     """
     A, M, T, N = s.shape
     d = au.shape[-1]
-    scale = lam / (p * p).sum(3, keepdim=True).clamp_min(EPS**2).sqrt()  # (A, M, T, 1): over n
+    scale, inv_q2 = _softmax_scale(p, 3, lam)  # (A, M, T, 1): over the words n
     w = torch.addcmul((an.log() - lam)[:, :, None, None], p, scale).exp_()  # (A, M, T, N)
-    dot = (w * s).sum(1)  # (A, T, N); exactly 0 for padded words (s = 0)
+    dot = (w * s).sum(1)  # (A, T, N)
     wf = w.view(A, M, T * N)
     if M > d:
         sq = torch.bmm(wf.transpose(1, 2), au).square().sum(-1)  # (A, T*N)
     else:
         sq = (torch.bmm(au @ au.transpose(1, 2), wf) * wf).sum(1)  # (A, T*N)
-    return (dot / sq.view(A, T, N).clamp_min(torch.finfo(sq.dtype).tiny).sqrt()).sum(-1)
+    sq = sq.view(A, T, N)
+    return _cosine(dot, sq).sum(-1), (scale, inv_q2, w, dot, sq)
+
+
+def _audio_enhanced_backward(grad, s, p, positive, au, an, state, g_s, g_au):
+    """Backward of `_audio_enhanced` for dL/d(A, T) = grad: adds into g_s and g_au, returns dL/dan."""
+    scale, inv_q2, w, dot, sq = state
+    A, M, T, N = s.shape
+    g_dot, g_sq = _cosine_backward(grad[:, :, None], dot, sq)  # (A, T, N) each
+    g_s.addcmul_(g_dot[:, None], w)  # dot = sum_m w s
+    wf = w.view(A, M, T * N)
+    attended = torch.bmm(wf.transpose(1, 2), au)  # (A, T*N, d): t̂ up to scale, sq = |t̂|^2
+    g_sq_f = g_sq.view(A, 1, T * N)
+    # dsq/dw_m = 2 au_m . t̂ and dsq/dau_m = 2 w_m t̂
+    g_au += 2 * torch.bmm(wf * g_sq_f, attended)
+    g_w = torch.bmm(au, attended.transpose(1, 2)).mul_(2 * g_sq_f).view(A, M, T, N).addcmul_(g_dot[:, None], s)
+    g_e = g_w.mul_(w)  # w = exp(e), e = log|a_m| - lam + p * scale
+    g_an = g_e.sum((2, 3)) / an
+    _logits_backward(g_e, p, positive, scale, inv_q2, 3, g_s)
+    return g_an
 
 
 def default_block_bytes(device: torch.device | str) -> int:
@@ -166,6 +296,38 @@ def block_shape(
     return clips, captions
 
 
+def caption_blocks(sorted_ends: list[int], max_captions: int, overhead: int = CAPTION_BLOCK_OVERHEAD) -> list[tuple[int, int]]:
+    """Cut captions sorted by length into blocks [start, stop) of at most ``max_captions``.
+
+    Each block is padded to its longest caption, so one block for a batch of mixed lengths scores
+    many padding words. The cut minimises sum over blocks of (captions x words used + overhead):
+    padded word slots plus a fixed per-block cost in word slots. Cuts are only considered where
+    the length changes (dynamic programming over the distinct lengths, then equal-length runs are
+    split to respect ``max_captions``, which adds no padding).
+    """
+    if not sorted_ends:
+        return []
+    if any(b < a for a, b in zip(sorted_ends, sorted_ends[1:])):
+        raise ValueError("caption_blocks needs the caption lengths in ascending order")
+    stops = [i + 1 for i in range(len(sorted_ends)) if i + 1 == len(sorted_ends) or sorted_ends[i + 1] != sorted_ends[i]]
+    starts = [0] + stops[:-1]  # run r of equal lengths is [starts[r], stops[r])
+    best = [0.0] + [math.inf] * len(stops)  # best[r]: cost of cutting the first r runs
+    cut = [0] * (len(stops) + 1)
+    for j in range(1, len(stops) + 1):  # the last block ends with run j - 1 ...
+        for i in range(j):  # ... and starts with run i
+            n = stops[j - 1] - starts[i]
+            cost = best[i] + n * sorted_ends[stops[j - 1] - 1] + overhead * math.ceil(n / max_captions)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    blocks, j = [], len(stops)
+    while j > 0:
+        i = cut[j]
+        start, stop = starts[i], stops[j - 1]
+        blocks[:0] = [(a, min(a + max_captions, stop)) for a in range(start, stop, max_captions)]
+        j = i
+    return blocks
+
+
 def _all_pairs(
     audio: torch.Tensor,
     text: torch.Tensor,
@@ -186,20 +348,17 @@ def _all_pairs(
     # Captions sorted by their last valid word, so that each block is cut to the words it uses.
     ends = torch.where(text_mask, torch.arange(1, N + 1, device=text_mask.device), 0).amax(dim=1)  # (Nt,)
     order = torch.argsort(ends, stable=True)
+    text_weight = None if not want_text else (1.0 / M if reduce == "mean" else 1.0)
     columns = []
-    for t0 in range(0, Nt, captions):
-        idx = order[t0 : t0 + captions]
+    for t0, t1 in caption_blocks(ends[order].tolist(), captions):
+        idx = order[t0:t1]
         n_used = int(ends[idx].max())
         t_blk, m_blk = text[idx, :n_used], text_mask[idx, :n_used]
+        words = m_blk.sum(1).to(_compute_dtype(audio))  # (captions,)
+        audio_weight = None if not want_audio else (words.reciprocal() if reduce == "mean" else torch.ones_like(words))
         rows = []
         for a0 in range(0, Na, clips):
-            text_sum, audio_sum = _block_scores(audio[a0 : a0 + clips], t_blk, m_blk, lam, want_text, want_audio)
-            score = 0
-            if want_text:
-                score = score + (text_sum / M if reduce == "mean" else text_sum)
-            if want_audio:
-                score = score + (audio_sum / m_blk.sum(1) if reduce == "mean" else audio_sum)
-            rows.append(score)
+            rows.append(_block_scores(audio[a0 : a0 + clips], t_blk, m_blk, lam, text_weight, audio_weight))
         columns.append(torch.cat(rows, dim=0))
     sim = torch.cat(columns, dim=1)[:, torch.argsort(order)]  # back to the callers' caption order
     assert sim.shape == (Na, Nt)

@@ -20,7 +20,7 @@ import os
 import pickle
 import unicodedata
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -419,11 +419,23 @@ class LogMelCache:
     Entries live in ``cache_dir/logmel-<hash of settings and sample rate>/``, so changing the
     front end starts a fresh folder; each file is named by a hash of the audio file's absolute
     path, size and mtime, so an edited file is recomputed. Writes are atomic (tmp + os.replace).
+    The most recently used entries are also kept in memory, up to ``memory_bytes`` (0: none), so a
+    training epoch over a small data set reads each file once; `get` returns the kept tensor itself,
+    which callers must not modify in place (the datasets crop and `collate` copies).
     """
 
     VERSION = 1  # bump when the stored format changes
+    DEFAULT_MEMORY_BYTES = 512 * 2**20  # holds the tiny profile's 1,200 training clips (154 MiB) and more
 
-    def __init__(self, cache_dir: str | Path, logmel: nn.Module, sample_rate: int, settings: dict) -> None:
+    def __init__(
+        self, cache_dir: str | Path, logmel: nn.Module, sample_rate: int, settings: dict,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    ) -> None:
+        if memory_bytes < 0:
+            raise ValueError(f"memory_bytes must be 0 (no in-memory copies) or positive, got {memory_bytes}")
+        self.memory_bytes = int(memory_bytes)
+        self._memory: OrderedDict[Path, torch.Tensor] = OrderedDict()  # cache file -> tensor, oldest first
+        self._memory_used = 0
         self.logmel = logmel
         self.sample_rate = int(sample_rate)
         self.settings = {**settings, "sample_rate": self.sample_rate, "cache_version": self.VERSION}
@@ -446,8 +458,26 @@ class LogMelCache:
         return self.folder / f"{_digest(f'{path}|{stat.st_size}|{stat.st_mtime_ns}')}.pt"
 
     def get(self, path: str | Path) -> torch.Tensor:
-        """Log-mel (frames, n_mels) float32 of the whole file, from the cache or computed now."""
+        """Log-mel (frames, n_mels) float32 of the whole file, from memory, the disk cache or computed now."""
         entry = self.entry(path)
+        if entry in self._memory:
+            self._memory.move_to_end(entry)
+            return self._memory[entry]
+        value = self._load_or_compute(entry, path)
+        self._remember(entry, value)
+        return value
+
+    def _remember(self, entry: Path, value: torch.Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if size > self.memory_bytes:
+            return
+        self._memory[entry] = value
+        self._memory_used += size
+        while self._memory_used > self.memory_bytes:
+            _, old = self._memory.popitem(last=False)
+            self._memory_used -= old.numel() * old.element_size()
+
+    def _load_or_compute(self, entry: Path, path: str | Path) -> torch.Tensor:
         if entry.exists():
             try:
                 cached = torch.load(entry, map_location="cpu", weights_only=True)

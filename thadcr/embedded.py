@@ -37,6 +37,7 @@ import struct
 import subprocess
 import tarfile
 import time
+import uuid
 import zipfile
 import zlib
 from collections import Counter
@@ -959,10 +960,17 @@ def _inventory_summary(recordings, splits, drops, missing) -> dict:
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename tmp to ``path`` (never a half-written file at ``path``)."""
-    tmp = path.with_name(path.name + ".partial")
-    write(tmp)
-    os.replace(tmp, path)
+    """Call ``write(tmp)`` then rename tmp to ``path`` (never a half-written file at ``path``).
+
+    The temporary name is unique per call (process id + random suffix), so two builders never
+    write the same temporary file; it is removed if ``write`` fails.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_text(path: Path, text: str) -> None:
