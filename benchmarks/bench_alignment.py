@@ -143,7 +143,7 @@ def run_case(dims: dict, n_audio: int, n_text: int, device: torch.device, budget
         if device.type == "cuda":
             mem = f"peak CUDA memory above inputs {(torch.cuda.max_memory_allocated(device) - base) / 2**20:.0f} MiB"
         else:
-            mem = f"peak RSS growth {peak_rss_mib() - rss0:.0f} MiB"
+            mem = f"peak RSS growth {peak_rss_mib() - rss0:.0f} MiB (0: below an earlier case's peak)"
         slow, *_ = timed(lambda: scan_loop(audio, text, mask), device)
         for _ in range(repeats):
             for name, fn in (("thadcr", lambda: tha_all_pairs(audio, text, mask, budget)),
@@ -201,7 +201,8 @@ def train_case(dims: dict, batch: int, device: torch.device, repeats: int) -> No
     print(f"  -> thadcr {total['SCAN loop'] / total['thadcr']:.1f}x faster than autograd through the SCAN loop; "
           f"largest gradient difference {err:.1e} of the largest gradient")
     if device.type == "cpu":
-        print(f"  peak RSS growth of thadcr's first forward + backward {growth:.0f} MiB")
+        print(f"  peak RSS growth of thadcr's first forward + backward {growth:.0f} MiB "
+              "(the process's peak only grows: 0 means below an earlier case's peak)")
 
 
 def audiocaps_scale(device: torch.device, budget: int) -> None:

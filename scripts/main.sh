@@ -8,5 +8,5 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error
 .venv/bin/thadcr data build
 .venv/bin/thadcr reproduce --profile tiny --jobs 2 "$@"
-.venv/bin/jupyter-book build . -W -n --keep-going
+bash scripts/book.sh
 echo "The book is at $(pwd)/_build/html/index.html"

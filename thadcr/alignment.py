@@ -109,7 +109,7 @@ class _Eq1(torch.autograd.Function):
 
     Autograd through these formulas kept a dozen (A, M, T, N) intermediates and its backward cost
     more than twice the forward. The backward here is derived by hand (each step's derivative is
-    written next to it), saves five (A, M, T, N) tensors, leaves them intact (a retained graph can
+    written next to it), saves five (A, M, T, N) tensors (and t̂ when M > d), leaves them intact (a retained graph can
     be differentiated again), and is checked against autograd through a literal implementation of
     the equation and against finite differences (tests/test_alignment.py).
     Inputs: unit audio tokens au (A, M, d) with their norms an (A, M), unit words tu (T, N, d;
@@ -241,22 +241,25 @@ def _audio_enhanced(s, p, au, an, lam):
     w = torch.addcmul((an.log() - lam)[:, :, None, None], p, scale).exp_()  # (A, M, T, N)
     dot = (w * s).sum(1)  # (A, T, N)
     wf = w.view(A, M, T * N)
+    attended = None
     if M > d:
-        sq = torch.bmm(wf.transpose(1, 2), au).square().sum(-1)  # (A, T*N)
+        attended = torch.bmm(wf.transpose(1, 2), au)  # (A, T*N, d): t̂ up to scale
+        sq = attended.square().sum(-1)  # (A, T*N)
     else:
         sq = (torch.bmm(au @ au.transpose(1, 2), wf) * wf).sum(1)  # (A, T*N)
     sq = sq.view(A, T, N)
-    return _cosine(dot, sq).sum(-1), (scale, inv_q2, w, dot, sq)
+    return _cosine(dot, sq).sum(-1), (scale, inv_q2, w, dot, sq, attended)
 
 
 def _audio_enhanced_backward(grad, s, p, positive, au, an, state, g_s, g_au):
     """Backward of `_audio_enhanced` for dL/d(A, T) = grad: adds into g_s and g_au, returns dL/dan."""
-    scale, inv_q2, w, dot, sq = state
+    scale, inv_q2, w, dot, sq, attended = state
     A, M, T, N = s.shape
     g_dot, g_sq = _cosine_backward(grad[:, :, None], dot, sq)  # (A, T, N) each
     g_s.addcmul_(g_dot[:, None], w)  # dot = sum_m w s
     wf = w.view(A, M, T * N)
-    attended = torch.bmm(wf.transpose(1, 2), au)  # (A, T*N, d): t̂ up to scale, sq = |t̂|^2
+    if attended is None:  # the forward used the Gram matrix (M <= d)
+        attended = torch.bmm(wf.transpose(1, 2), au)  # (A, T*N, d): t̂ up to scale, sq = |t̂|^2
     g_sq_f = g_sq.view(A, 1, T * N)
     # dsq/dw_m = 2 au_m . t̂ and dsq/dau_m = 2 w_m t̂
     g_au += 2 * torch.bmm(wf * g_sq_f, attended)
