@@ -30,7 +30,7 @@ def test_train_writes_every_output(synthetic_clotho, tmp_path):
     assert saved["test"] == pytest.approx(metrics["test"])
     for key in ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10"):
         assert 0.0 <= saved["test"][key] <= 100.0
-    for key in ("config", "git_commit", "versions", "device", "seed", "wall_time_s", "best_epoch"):
+    for key in ("config", "git_commit", "git_dirty", "versions", "device", "seed", "wall_time_s", "best_epoch"):
         assert key in saved
     assert saved["data"]["test"] == {"clips": 8, "captions": 40}
     log = (out / "log.csv").read_text().strip().splitlines()
@@ -106,3 +106,17 @@ def test_two_processes_match_one_process(tmp_path):
     scale = max(g.abs().max() for g in one["grads"].values())
     for name in one["grads"]:
         torch.testing.assert_close(two["grads"][name], one["grads"][name], rtol=1e-9, atol=1e-9 * scale, msg=name)
+
+
+def test_git_dirty_says_whether_tracked_files_differ_from_head(monkeypatch):
+    import thadcr.train as train_module
+
+    answers = {" M thadcr/alignment.py\n": True, "": False, None: None}
+    for porcelain, want in answers.items():
+        monkeypatch.setattr(train_module, "_git", lambda *args, out=porcelain: out)
+        assert train_module.git_dirty() is want
+    monkeypatch.setattr(train_module, "_git", lambda *args: "0123abc\n")
+    assert train_module.git_commit() == "0123abc"
+    monkeypatch.setattr(train_module, "_git", lambda *args: None)
+    assert train_module.git_commit() is None
+

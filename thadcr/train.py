@@ -111,14 +111,24 @@ def n_frames_for(config: Config) -> int:
     return clip_frames(config.clip_seconds, config.sample_rate, HOP)
 
 
-def git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """The checkout's HEAD commit (None outside a git checkout)."""
+    out = _git("rev-parse", "HEAD")
+    return out.strip() or None if out else None
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from HEAD, i.e. the code that ran is not exactly `git_commit()`."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())
 
 
 def package_versions() -> dict:
@@ -502,6 +512,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             "val_best": state["best_score"],
             "config": config.to_dict(),
             "git_commit": git_commit(),
+            "git_dirty": git_dirty(),
             "versions": package_versions(),
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "machine": {
