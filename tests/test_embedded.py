@@ -684,6 +684,8 @@ def test_real_packages_inventory():
 
 
 def test_atomic_write_uses_a_unique_temporary_and_cleans_up(tmp_path):
+    from thadcr.datasets import atomic_write  # the builder writes every file through it
+
     target = tmp_path / "clip.txt"
     seen = []
 
@@ -691,8 +693,8 @@ def test_atomic_write_uses_a_unique_temporary_and_cleans_up(tmp_path):
         seen.append(tmp)
         tmp.write_text("done")
 
-    embedded._write_atomic(target, write)
-    embedded._write_atomic(target, write)
+    atomic_write(target, write)
+    atomic_write(target, write)
     assert target.read_text() == "done" and seen[0] != seen[1]  # two writers never share a temporary
     assert all(p.name.startswith("clip.txt.") and p.name.endswith(".partial") for p in seen)
 
@@ -701,6 +703,6 @@ def test_atomic_write_uses_a_unique_temporary_and_cleans_up(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        embedded._write_atomic(target, failing)
+        atomic_write(target, failing)
     assert target.read_text() == "done"  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.txt"]  # no temporary left behind

@@ -38,9 +38,8 @@ DEFAULT_BLOCK_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
 LIVE_TENSORS = 6  # (clips, M, captions, N) tensors alive at once inside one block, forward
 REDUCES = ("mean", "sum")
 LEVELS = ((2, 4), (3, 10), (4, 12))  # (HTS-AT stage, BERT block) paired per THA level (section 2.1)
-# Fixed cost of one more caption block, in padded word slots (see caption_blocks). Timed on
-# tiny-profile THA+DCR training steps (32 x 32 pairs, M = 64, d = 64, 2 CPU threads): 16 to 128
-# and a single block ran alike, while 0 (one block per caption length) was clearly slower.
+# Fixed cost of one more caption block, in padded word slots (see caption_blocks): a judgement of
+# what one more block's small operations cost, not tuned by a benchmark.
 CAPTION_BLOCK_OVERHEAD = 48
 
 

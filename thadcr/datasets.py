@@ -23,6 +23,7 @@ import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -507,14 +508,23 @@ def _tensor_bytes(value: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a uniquely named ``*.partial`` file and os.replace."""
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` then move tmp to ``path`` with os.replace, so ``path`` is never half-written.
+
+    The temporary name is unique per call (``<name>.<pid>.<random>.partial``), so concurrent
+    writers never share one; it is removed if ``write`` or the move fails.
+    """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        tmp.write_bytes(data)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 # ----------------------------------------------------------------------------- cropping, datasets

@@ -37,7 +37,6 @@ import struct
 import subprocess
 import tarfile
 import time
-import uuid
 import zipfile
 import zlib
 from collections import Counter
@@ -51,6 +50,8 @@ import torch
 import torchaudio
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
+
+from thadcr.datasets import atomic_write
 
 # Package -> the folder (or container file) inside its tree that holds the audio.
 PACKAGES = {
@@ -959,22 +960,8 @@ def _inventory_summary(recordings, splits, drops, missing) -> dict:
     }
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename tmp to ``path`` (never a half-written file at ``path``).
-
-    The temporary name is unique per call (process id + random suffix), so two builders never
-    write the same temporary file; it is removed if ``write`` fails.
-    """
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -984,11 +971,11 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
             writer.writerow(header)
             writer.writerows(rows)
 
-    _write_atomic(path, write)
+    atomic_write(path, write)
 
 
 def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    _write_atomic(path, lambda tmp: sf.write(str(tmp), wave, sample_rate, subtype="PCM_16", format="WAV"))
+    atomic_write(path, lambda tmp: sf.write(str(tmp), wave, sample_rate, subtype="PCM_16", format="WAV"))
 
 
 def label_file_name(key: str) -> str:
@@ -1077,7 +1064,7 @@ def _build_flavour(folder: Path, params: dict, recordings, audio, splits, classe
     for package, tree in trees.items():
         copyright_file = tree / f"usr/share/doc/{package}/copyright"
         if copyright_file.is_file():
-            _write_atomic(licences / f"{package}.copyright", lambda tmp, c=copyright_file: shutil.copyfile(c, tmp))
+            atomic_write(licences / f"{package}.copyright", lambda tmp, c=copyright_file: shutil.copyfile(c, tmp))
     clips = {s: sum(i["split"] == s for i in items) for s in SPLITS}
     captions = {s: sum(len(i["captions"]) for i in items if i["split"] == s) for s in SPLITS}
     _write_text(folder / "README.md", _readme(params, recordings, splits, clips, captions, trees))
