@@ -17,8 +17,16 @@ def test_paper_profiles_use_paper_hyperparameters():
         assert (c.n_factors, c.alpha, c.beta) == (8, 0.01, 0.005)
         assert c.text_model == "bert-base-uncased" and c.text_layers == [4, 10, 12]
         assert c.htsat_size == "paper" and c.lr == 1e-4 and c.epochs == 50 and c.tau == 0.07
+        assert (c.specaug_time_masks, c.specaug_freq_masks) == (0, 0)  # ref [8] names no SpecAugment
     assert make_config("paper-clotho").layout == "clotho"
     assert make_config("paper-audiocaps").layout == "audiocaps"
+
+
+def test_tiny_profile_uses_panns_specaugment():
+    c = make_config("tiny")
+    assert (c.specaug_time_masks, c.specaug_time_width, c.specaug_freq_masks, c.specaug_freq_width) == (2, 64, 2, 8)
+    with pytest.raises(ConfigError, match="specaug_freq_width must be 0 or positive"):
+        make_config("tiny", ["specaug_freq_width=-1"])
 
 
 def test_overrides_are_typed():

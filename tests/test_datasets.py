@@ -28,6 +28,7 @@ from thadcr.datasets import (
     detect_layout,
     load_split,
     normalise_caption,
+    spec_augment,
 )
 
 RATE = 32000
@@ -443,6 +444,75 @@ def test_caption_dataset_deterministic_per_epoch(tmp_path):
     assert item["logmel"].shape == (n, 64) and item["caption"] == "c"
     assert item["clip_index"] == 1 and item["caption_index"] == 2
     assert (item["logmel"][6:] == PAD_DB).all()
+
+
+def _literal_spec_augment(logmel, generator, time_masks, time_width, freq_masks, freq_width):
+    """SpecAugment written element by element: draw every stripe (width, then start) in the
+    documented order, then set each masked cell to its mel bin's mean over the clip."""
+    frames, mels = logmel.shape
+    stripes = []
+    for axis, n_masks, width, size in ((0, time_masks, time_width, frames), (1, freq_masks, freq_width, mels)):
+        for _ in range(n_masks):
+            span = min(int(torch.randint(0, max(width, 1), (1,), generator=generator)), size)
+            start = int(torch.randint(0, size - span + 1, (1,), generator=generator))
+            stripes.append((axis, start, span))
+    out = logmel.clone()
+    for t in range(frames):
+        for f in range(mels):
+            if any(start <= (t if axis == 0 else f) < start + span for axis, start, span in stripes):
+                out[t, f] = sum(logmel[u, f] for u in range(frames)) / frames
+    return out
+
+
+@pytest.mark.parametrize("masks", [(2, 12, 2, 5), (1, 40, 0, 8), (0, 64, 3, 3), (4, 1, 1, 1)])
+def test_spec_augment_against_literal_loop(masks):
+    logmel = torch.randn(30, 16, dtype=torch.float64)
+    original = logmel.clone()
+    for seed in range(5):
+        fast = spec_augment(logmel, torch.Generator().manual_seed(seed), *masks)
+        slow = _literal_spec_augment(logmel, torch.Generator().manual_seed(seed), *masks)
+        assert fast.shape == logmel.shape
+        torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    assert torch.equal(logmel, original)  # the input is not modified
+
+
+def test_spec_augment_masks_bounded_stripes_and_refuses_bad_input():
+    logmel = torch.arange(200 * 64, dtype=torch.float32).reshape(200, 64) % 97
+    changed_frames, changed_bins = set(), set()
+    for seed in range(50):
+        out = spec_augment(logmel, torch.Generator().manual_seed(seed), 2, 10, 0, 8)
+        rows = torch.nonzero((out != logmel).any(1)).flatten().tolist()
+        assert len(rows) <= 2 * 9  # two stripes of at most 9 frames
+        assert torch.equal(out[rows], logmel.mean(0).expand(len(rows), -1))
+        changed_frames.update(rows)
+        out = spec_augment(logmel, torch.Generator().manual_seed(seed), 0, 10, 1, 8)
+        changed_bins.update(torch.nonzero((out != logmel).any(0)).flatten().tolist())
+    assert len(changed_frames) > 50 and len(changed_bins) > 20  # stripes move with the seed
+    assert torch.equal(spec_augment(logmel, torch.Generator(), 0, 64, 0, 8), logmel)
+    with pytest.raises(ValueError, match="time_width must be >= 0"):
+        spec_augment(logmel, torch.Generator(), 1, -1, 0, 8)
+    with pytest.raises(ValueError, match="frames, mels"):
+        spec_augment(logmel[None], torch.Generator(), 1, 4, 0, 8)
+
+
+def test_caption_dataset_spec_augment_in_training_only(tmp_path):
+    split = _split(tmp_path)
+    cache = _cache(tmp_path)
+    plain = CaptionDataset(split, cache, 40, train=True, seed=1)
+    masked = CaptionDataset(split, cache, 40, train=True, seed=1, spec_augment=(2, 20, 2, 16))
+    twin = CaptionDataset(split, cache, 40, train=True, seed=1, spec_augment=(2, 20, 2, 16))
+    differs = False
+    for epoch in range(3):
+        for ds in (plain, masked, twin):
+            ds.set_epoch(epoch)
+        a, b = plain[0]["logmel"], masked[0]["logmel"]
+        assert torch.equal(b, twin[0]["logmel"])  # deterministic per (seed, epoch, index)
+        changed = b != a
+        differs |= bool(changed.any())
+        assert torch.equal(b[~changed], a[~changed])  # the same crop, only masked cells differ
+    assert differs
+    evaluation = CaptionDataset(split, cache, 40, train=False, spec_augment=(2, 20, 2, 16))
+    assert torch.equal(evaluation[0]["logmel"], CaptionDataset(split, cache, 40, train=False)[0]["logmel"])
 
 
 def test_eval_datasets_are_centre_cropped(tmp_path):

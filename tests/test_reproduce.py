@@ -135,7 +135,7 @@ def write_fake_run(root: Path, run: rp.Run, wall: float = 100.0, name: str | Non
                  g_positive=rng.normal(1, 0.2, (20, k)), g_negative=rng.normal(0, 0.2, (20, k)))  # fmt: skip
     metrics = {
         "test": test, "best_epoch": 3, "val_best": 60.0, "seed": run.seed, "wall_time_s": wall,
-        "config": {"data_root": f"data/embedded/{run.dataset}"}, "device": "cpu",
+        "config": run.config().to_dict(), "device": "cpu",
         "data": {"test": {"clips": 200, "captions": 1000}},
         "machine": {"platform": "test", "cpus": 2}, "versions": {"torch": "x"}, "git_commit": None,
     }  # fmt: skip
@@ -285,7 +285,10 @@ class StubExecutor:
         if run_id in self.fail:
             return 1
         if run_id not in self.no_metrics:
-            (run_dir / "metrics.json").write_text(json.dumps({"test": {m: 1.0 for m in ALL_METRICS}, "new": True}))
+            settings = {k: parameters[k] for k in ("variant", "seed", "n_factors", "alpha", "beta", "device")}
+            config = rp.config_for(parameters["profile"], parameters["dataset"], {**settings, **parameters["overrides"]})
+            metrics = {"test": {m: 1.0 for m in ALL_METRICS}, "config": config.to_dict(), "new": True}
+            (run_dir / "metrics.json").write_text(json.dumps(metrics))
         return 0
 
 
@@ -311,6 +314,32 @@ def test_execute_runs_skips_resumes_and_never_overwrites(tmp_path):
     assert again.calls == [] and len(second["skipped"]) == 3 and second["done"] == []
     records = sorted((tmp_path / "tiny" / "executions").glob("*.json"))
     assert len(records) == 2 and all(json.loads(p.read_text())["elapsed_s"] >= 0 for p in records)
+
+
+def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
+    runs = rp.plan("tiny", tables=(4,))  # 3 runs
+    root = rp.runs_dir(tmp_path, "tiny")
+    old, current, missing = runs
+    folder = write_fake_run(root, old)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["config"]["epochs"] = 7
+    del metrics["config"]["specaug_time_masks"]  # a key added to Config after the run
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    before = (folder / "metrics.json").read_bytes()
+    write_fake_run(root, current)
+    stub = StubExecutor()
+    with pytest.raises(rp.ReproduceError) as error:
+        rp.execute(runs, tmp_path, executor=stub, progress=False)
+    message = str(error.value)
+    assert str(folder) in message and "epochs 7 -> 4" in message and "specaug_time_masks '<absent>' -> 2" in message
+    assert current.run_id not in message and "Move or delete" in message
+    assert stub.calls == [] and (folder / "metrics.json").read_bytes() == before  # nothing ran, nothing rewritten
+    assert rp.stale_settings(current, root / current.run_id) == {}
+    (root / missing.run_id).mkdir()
+    (root / missing.run_id / "metrics.json").write_text(json.dumps({"test": {}}))  # no recorded config
+    del runs[0]
+    with pytest.raises(rp.ReproduceError, match="cannot read the run's recorded config"):
+        rp.execute(runs, tmp_path, executor=stub, progress=False)
 
 
 def test_execute_reports_failures_and_goes_on(tmp_path, capsys):

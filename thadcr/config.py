@@ -58,6 +58,10 @@ class Config:
     max_missing_share: float = 0.0  # refuse to start when more audio than this share is missing
     cache_dir: str | None = None  # log-mel cache; None: <data_root>/.cache
     num_workers: int = 0
+    specaug_time_masks: int = 0  # SpecAugment in training: stripes of frames (0: none) ...
+    specaug_time_width: int = 64  # ... each 0 to width-1 frames wide
+    specaug_freq_masks: int = 0  # stripes of mel bins (0: none) ...
+    specaug_freq_width: int = 8  # ... each 0 to width-1 bins wide
     # --- optimisation (ref [8] pipeline) ---
     epochs: int = 50
     batch_size: int = 32
@@ -90,6 +94,9 @@ class Config:
         for name in ("epochs", "batch_size", "n_factors", "joint_dim", "sample_rate", "eval_batch"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("specaug_time_masks", "specaug_time_width", "specaug_freq_masks", "specaug_freq_width"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or positive, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ConfigError("batch_size must be at least 2 for a contrastive loss")
         if not 0.0 <= self.max_missing_share <= 1.0:

@@ -553,6 +553,43 @@ def crop_frames(
     return out
 
 
+def spec_augment(
+    logmel: torch.Tensor,
+    generator: torch.Generator,
+    time_masks: int,
+    time_width: int,
+    freq_masks: int,
+    freq_width: int,
+) -> torch.Tensor:
+    """SpecAugment masking of a training log-mel (T, F), as PANNs and HTS-AT train with it.
+
+    ``time_masks`` stripes of 0 to ``time_width - 1`` frames and ``freq_masks`` stripes of 0 to
+    ``freq_width - 1`` mel bins, each at a uniform start, are set to the clip's mean per mel bin.
+    PANNs and HTS-AT set them to 0 after their per-bin BatchNorm ``bn0``, i.e. to the per-bin mean
+    of the data; here the masking runs before the model, so the clip's own per-bin mean stands in
+    for it. Returns a new tensor; ``logmel`` is not modified.
+    """
+    if logmel.dim() != 2:
+        raise ValueError(f"spec_augment expects a log-mel (frames, mels), got shape {tuple(logmel.shape)}")
+    for name, value in (("time_masks", time_masks), ("time_width", time_width),
+                        ("freq_masks", freq_masks), ("freq_width", freq_width)):
+        if value < 0:
+            raise ValueError(f"spec_augment: {name} must be >= 0, got {value}")
+    out = logmel.clone()
+    fill = logmel.mean(dim=0)  # (F,)
+    for axis, n_masks, width in ((0, time_masks, time_width), (1, freq_masks, freq_width)):
+        size = out.shape[axis]
+        for _ in range(n_masks):
+            span = int(torch.randint(0, max(width, 1), (1,), generator=generator))
+            span = min(span, size)
+            start = int(torch.randint(0, size - span + 1, (1,), generator=generator))
+            if axis == 0:
+                out[start : start + span] = fill
+            else:
+                out[:, start : start + span] = fill[start : start + span]
+    return out
+
+
 def clip_frames(clip_seconds: float, sample_rate: int = 32000, hop: int = 320) -> int:
     """Log-mel frames of a clip with centre padding: 10 s at 32 kHz, hop 320 -> 1001."""
     return int(round(clip_seconds * sample_rate)) // hop + 1
@@ -568,14 +605,19 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 class CaptionDataset(torch.utils.data.Dataset):
     """One item per caption: dict(logmel (n_frames, F), caption, clip_index, caption_index).
 
-    Training draws a random crop from a per-item generator seeded by (seed, epoch, index);
-    call :meth:`set_epoch` before each epoch (before creating DataLoader workers). Otherwise
-    the crop is the deterministic centre crop.
+    Training draws a random crop, then the SpecAugment masks of ``spec_augment`` (time masks,
+    time width, frequency masks, frequency width; zeros: none), from a per-item generator seeded
+    by (seed, epoch, index); call :meth:`set_epoch` before each epoch (before creating DataLoader
+    workers). Otherwise the crop is the deterministic centre crop and nothing is masked.
     """
 
-    def __init__(self, split: Split, cache: LogMelCache, n_frames: int, train: bool, seed: int = 0) -> None:
+    def __init__(
+        self, split: Split, cache: LogMelCache, n_frames: int, train: bool, seed: int = 0,
+        spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0),
+    ) -> None:
         self.split, self.cache, self.n_frames = split, cache, int(n_frames)
         self.train, self.seed, self.epoch = bool(train), int(seed), 0
+        self.spec_augment = tuple(int(v) for v in spec_augment)  # (time_masks, time_width, freq_masks, freq_width)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -590,7 +632,11 @@ class CaptionDataset(torch.utils.data.Dataset):
         clip = int(self.split.caption_audio[index])
         whole = self.cache.get(self.split.audio_paths[clip])  # (T, F)
         if self.train:
-            logmel = crop_frames(whole, self.n_frames, "random", item_generator(self.seed, self.epoch, index))
+            generator = item_generator(self.seed, self.epoch, index)
+            logmel = crop_frames(whole, self.n_frames, "random", generator)
+            time_masks, _, freq_masks, _ = self.spec_augment
+            if time_masks or freq_masks:
+                logmel = spec_augment(logmel, generator, *self.spec_augment)
         else:
             logmel = crop_frames(whole, self.n_frames, "center")
         return {"logmel": logmel, "caption": self.split.captions[index], "clip_index": clip, "caption_index": index}

@@ -126,6 +126,12 @@ class Run:
     def run_id(self) -> str:
         return f"{self.setting_id}-s{self.seed}"
 
+    def config(self) -> Config:
+        """The Config that notebooks/train.py builds from :meth:`parameters`."""
+        settings = {"variant": self.variant, "seed": self.seed, "n_factors": self.n_factors,
+                    "alpha": self.alpha, "beta": self.beta, "device": "auto", "audio_encoder": self.audio_encoder}
+        return config_for(self.profile, self.dataset, settings)
+
     def parameters(self, out_dir: Path, resume: bool) -> dict[str, Any]:
         """The parameters of notebooks/train.py for this run."""
         return {
@@ -217,6 +223,45 @@ def is_complete(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file()
 
 
+def stale_settings(run: Run, run_dir: Path) -> dict[str, tuple[Any, Any]]:
+    """Keys whose value in a finished run's metrics.json differs from the plan's config now:
+    key -> (recorded, planned); a key the run did not record shows as ``"<absent>"``."""
+    metrics_path = run_dir / "metrics.json"
+    try:
+        recorded = json.loads(metrics_path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ReproduceError(
+            f"{metrics_path}: cannot read the run's recorded config ({error}); move the folder away to re-run it"
+        ) from error
+    planned = json.loads(json.dumps(run.config().to_dict()))
+    return {
+        key: (recorded.get(key, "<absent>"), value)
+        for key, value in planned.items()
+        if recorded.get(key, "<absent>") != value
+    }
+
+
+def check_not_stale(runs: Sequence[Run], root: Path) -> None:
+    """Refuse to skip finished runs that were made with other settings than the plan's now
+    (a changed profile, say): their results would be mixed silently with new ones."""
+    stale = {}
+    for run in runs:
+        if is_complete(root / run.run_id):
+            differences = stale_settings(run, root / run.run_id)
+            if differences:
+                stale[run.run_id] = differences
+    if stale:
+        lines = [
+            f"  {root / run_id}: " + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in diffs.items())
+            for run_id, diffs in stale.items()
+        ]
+        raise ReproduceError(
+            f"{len(stale)} finished run(s) were made with other settings than the plan's now:\n"
+            + "\n".join(lines)
+            + "\nMove or delete those folders to re-run them with the current settings, or restore the settings."
+        )
+
+
 def papermill_executor(notebook: Path, output: Path, parameters: dict[str, Any], log: Path) -> int:
     """Run papermill in a child process (one kernel per run); returns its exit status."""
     command = [
@@ -272,6 +317,7 @@ def execute(
     profile = profiles.pop()
     root = runs_dir(results_dir, profile)
     mine = select_shard(runs, shard)
+    check_not_stale(mine, root)
     todo = [run for run in mine if not is_complete(root / run.run_id)]
     record: dict[str, Any] = {
         "profile": profile,

@@ -392,7 +392,11 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     settings = {"sample_rate": config.sample_rate, "n_fft": 1024, "hop": HOP, "n_mels": 64, "fmin": 50, "fmax": 14000}
     cache = LogMelCache(Path(config.cache_dir) if config.cache_dir else root / ".cache", logmel, config.sample_rate, settings)
     n_frames = n_frames_for(config)
-    train_set = CaptionDataset(splits["train"], cache, n_frames, train=True, seed=config.seed)
+    train_set = CaptionDataset(
+        splits["train"], cache, n_frames, train=True, seed=config.seed,
+        spec_augment=(config.specaug_time_masks, config.specaug_time_width,
+                      config.specaug_freq_masks, config.specaug_freq_width),
+    )
     if len(train_set) < config.batch_size:
         raise RunError(f"{root}: {len(train_set)} training captions, fewer than batch_size={config.batch_size}")
 
