@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from thadcr import reproduce
 from thadcr.config import from_dict
 from thadcr.train import train
 
@@ -37,3 +38,20 @@ def test_one_committed_tiny_run_reproduces(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     for key in KEYS:
         assert again["test"][key] == pytest.approx(committed["test"][key], abs=TOLERANCE), key
+
+
+# The SpecAugment trial of the whole plan (reproduction notes, audio section), committed beside
+# the default results: `thadcr reproduce --profile tiny --jobs 2 --results results/specaug
+# --set specaug_time_masks=2 --set specaug_freq_masks=2`.
+SPECAUG = {"specaug_time_masks": 2, "specaug_freq_masks": 2}
+
+
+@pytest.mark.parametrize(("results", "overrides"), [("results", {}), ("results/specaug", SPECAUG)])
+def test_committed_runs_were_made_with_the_plans_settings(results, overrides):
+    runs = reproduce.plan("tiny", overrides=overrides)
+    root = reproduce.runs_dir(ROOT / results, "tiny")
+    assert all(reproduce.is_complete(root / run.run_id) for run in runs)
+    reproduce.check_not_stale(runs, root)  # raises, listing the keys, if a run's config differs
+    if overrides:  # the trial's runs are not the default plan's
+        with pytest.raises(reproduce.ReproduceError, match="specaug_time_masks 2 -> 0"):
+            reproduce.check_not_stale(reproduce.plan("tiny"), root)

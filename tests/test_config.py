@@ -22,9 +22,11 @@ def test_paper_profiles_use_paper_hyperparameters():
     assert make_config("paper-audiocaps").layout == "audiocaps"
 
 
-def test_tiny_profile_uses_panns_specaugment():
+def test_specaugment_is_off_by_default_and_set_by_keys():
     c = make_config("tiny")
-    assert (c.specaug_time_masks, c.specaug_time_width, c.specaug_freq_masks, c.specaug_freq_width) == (2, 64, 2, 8)
+    assert (c.specaug_time_masks, c.specaug_time_width, c.specaug_freq_masks, c.specaug_freq_width) == (0, 64, 0, 8)
+    c = make_config("tiny", ["specaug_time_masks=2", "specaug_freq_masks=2"])
+    assert (c.specaug_time_masks, c.specaug_freq_masks) == (2, 2)
     with pytest.raises(ConfigError, match="specaug_freq_width must be 0 or positive"):
         make_config("tiny", ["specaug_freq_width=-1"])
 

@@ -323,7 +323,8 @@ def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
     folder = write_fake_run(root, old)
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["config"]["epochs"] = 7
-    del metrics["config"]["specaug_time_masks"]  # a key added to Config after the run
+    del metrics["config"]["joint_dim"]  # not recorded, and the plan's value (64) is not the default
+    del metrics["config"]["specaug_time_masks"]  # added to Config after the run; the plan keeps the default
     (folder / "metrics.json").write_text(json.dumps(metrics))
     before = (folder / "metrics.json").read_bytes()
     write_fake_run(root, current)
@@ -331,7 +332,8 @@ def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
     with pytest.raises(rp.ReproduceError) as error:
         rp.execute(runs, tmp_path, executor=stub, progress=False)
     message = str(error.value)
-    assert str(folder) in message and "epochs 7 -> 4" in message and "specaug_time_masks '<absent>' -> 2" in message
+    assert str(folder) in message and "epochs 7 -> 4" in message and "joint_dim '<absent>' -> 64" in message
+    assert "specaug" not in message
     assert current.run_id not in message and "Move or delete" in message
     assert stub.calls == [] and (folder / "metrics.json").read_bytes() == before  # nothing ran, nothing rewritten
     assert rp.stale_settings(current, root / current.run_id) == {}
@@ -340,6 +342,29 @@ def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
     del runs[0]
     with pytest.raises(rp.ReproduceError, match="cannot read the run's recorded config"):
         rp.execute(runs, tmp_path, executor=stub, progress=False)
+
+
+def test_plan_overrides_reach_every_run_and_refuse_plan_keys():
+    runs = rp.plan("tiny", tables=(4,), overrides={"epochs": 6, "specaug_time_masks": 2})
+    for run in runs:
+        assert run.parameters(Path("x"), False)["overrides"] == {
+            "audio_encoder": "htsat", "epochs": 6, "specaug_time_masks": 2}  # fmt: skip
+        config = run.config()
+        assert (config.epochs, config.specaug_time_masks, config.n_factors) == (6, 2, run.n_factors)
+    assert [r.run_id for r in runs] == [r.run_id for r in rp.plan("tiny", tables=(4,))]  # same ids
+    with pytest.raises(rp.ReproduceError, match="the plan sets variant"):
+        rp.plan("tiny", overrides={"variant": "DP"})
+    with pytest.raises(rp.ReproduceError, match="unknown key.*nonsense.*Valid keys"):
+        rp.plan("tiny", overrides={"nonsense": 1})
+
+
+def test_reproduce_command_set_option(tmp_path, capsys):
+    args = ["--profile", "tiny", "--tables", "4", "--results", str(tmp_path), "--set", "variant=DP"]
+    assert rp.main(args) == 2
+    assert "the plan sets variant" in capsys.readouterr().err
+    assert rp.main(args[:-1] + ["epochs"]) == 2
+    assert "not of the form key=value" in capsys.readouterr().err
+    assert not (tmp_path / "tiny").exists()  # refused before anything ran
 
 
 def test_execute_reports_failures_and_goes_on(tmp_path, capsys):

@@ -473,7 +473,8 @@ class ResNet38(nn.Module):
 
     `width` scales every channel count (1.0 = the published model; names stay identical).
     With `dropout` PANNs' dropouts are kept (0.1 in blocks, 0.2 after stages, 0.5 around fc1);
-    without, none is applied. SpecAugment is not.
+    without, none is applied. SpecAugment is not part of the model: training can mask the
+    log-mels (`thadcr.datasets.spec_augment`, off by default).
     """
 
     def __init__(self, width: float = 1.0, mel_bins: int = 64, dropout: bool = True) -> None:

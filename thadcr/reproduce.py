@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from thadcr.config import Config, make_config
+from thadcr.config import Config, ConfigError, make_config, parse_override, valid_keys
 from thadcr.datasets import atomic_write_bytes
 from thadcr.metrics import chance_recall
 
@@ -117,6 +117,7 @@ class Run:
     beta: float
     seed: int
     tables: tuple[int, ...] = ()
+    overrides: tuple[tuple[str, Any], ...] = ()  # other Config keys, the same for every run of a plan
 
     @property
     def setting_id(self) -> str:
@@ -129,7 +130,7 @@ class Run:
     def config(self) -> Config:
         """The Config that notebooks/train.py builds from :meth:`parameters`."""
         settings = {"variant": self.variant, "seed": self.seed, "n_factors": self.n_factors,
-                    "alpha": self.alpha, "beta": self.beta, "device": "auto", "audio_encoder": self.audio_encoder}
+                    "alpha": self.alpha, "beta": self.beta, "device": "auto", **self.parameters(Path(), False)["overrides"]}
         return config_for(self.profile, self.dataset, settings)
 
     def parameters(self, out_dir: Path, resume: bool) -> dict[str, Any]:
@@ -145,7 +146,7 @@ class Run:
             "epochs": None,
             "out_dir": str(out_dir),
             "device": "auto",
-            "overrides": {"audio_encoder": self.audio_encoder},
+            "overrides": {"audio_encoder": self.audio_encoder, **dict(self.overrides)},
             "resume": resume,
         }
 
@@ -155,12 +156,26 @@ def _check_profile(profile: str) -> None:
         raise ReproduceError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
 
 
-def plan(profile: str, tables: Iterable[int] = TABLES, seeds: int = 3) -> list[Run]:
+PLAN_KEYS = ("variant", "audio_encoder", "n_factors", "alpha", "beta", "seed", "data_root", "device")
+
+
+def plan(
+    profile: str, tables: Iterable[int] = TABLES, seeds: int = 3, overrides: dict[str, Any] | None = None
+) -> list[Run]:
     """The runs of the chosen tables; Table 1 rows run ``seeds`` seeds (0..seeds-1), others seed 0.
 
     A run used by several tables appears once (tables merged), in order of first use.
+    ``overrides`` changes other Config keys in every run (e.g. an ablation of the whole plan into
+    its own results folder); the keys the plan itself sets (``PLAN_KEYS``) are refused.
     """
     _check_profile(profile)
+    overrides = dict(overrides or {})
+    fixed = sorted(set(overrides) & set(PLAN_KEYS))
+    if fixed:
+        raise ReproduceError(f"--set {', '.join(fixed)}: the plan sets {', '.join(PLAN_KEYS)} itself")
+    unknown = sorted(set(overrides) - set(valid_keys()))
+    if unknown:
+        raise ReproduceError(f"--set: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid_keys())}")
     tables = tuple(tables)
     unknown = sorted(set(tables) - set(TABLES))
     if unknown or not tables:
@@ -171,7 +186,8 @@ def plan(profile: str, tables: Iterable[int] = TABLES, seeds: int = 3) -> list[R
     for table in sorted(set(tables)):
         for _, settings in TABLE_ROWS[table]:
             for seed in range(seeds if table in SEEDED_TABLES else 1):
-                run = Run(profile=profile, dataset=TABLE_DATASET[table], seed=seed, **settings)
+                run = Run(profile=profile, dataset=TABLE_DATASET[table], seed=seed,
+                          overrides=tuple(sorted(overrides.items())), **settings)
                 known = runs.get(run.run_id, run)
                 runs[run.run_id] = dataclasses.replace(known, tables=tuple(sorted({*known.tables, table})))
     return list(runs.values())
@@ -225,7 +241,9 @@ def is_complete(run_dir: Path) -> bool:
 
 def stale_settings(run: Run, run_dir: Path) -> dict[str, tuple[Any, Any]]:
     """Keys whose value in a finished run's metrics.json differs from the plan's config now:
-    key -> (recorded, planned); a key the run did not record shows as ``"<absent>"``."""
+    key -> (recorded, planned). A key the run did not record (Config gained it later) matches when
+    the plan leaves it at its Config default, which keeps the behaviour from before the key
+    existed; otherwise it shows as ``"<absent>"``."""
     metrics_path = run_dir / "metrics.json"
     try:
         recorded = json.loads(metrics_path.read_text())["config"]
@@ -234,11 +252,15 @@ def stale_settings(run: Run, run_dir: Path) -> dict[str, tuple[Any, Any]]:
             f"{metrics_path}: cannot read the run's recorded config ({error}); move the folder away to re-run it"
         ) from error
     planned = json.loads(json.dumps(run.config().to_dict()))
-    return {
-        key: (recorded.get(key, "<absent>"), value)
-        for key, value in planned.items()
-        if recorded.get(key, "<absent>") != value
-    }
+    defaults = json.loads(json.dumps(Config().to_dict()))
+    differences = {}
+    for key, value in planned.items():
+        if key in recorded:
+            if recorded[key] != value:
+                differences[key] = (recorded[key], value)
+        elif value != defaults[key]:
+            differences[key] = ("<absent>", value)
+    return differences
 
 
 def check_not_stale(runs: Sequence[Run], root: Path) -> None:
@@ -649,6 +671,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", default=None, help="i/n: run only every n-th run starting at i (0-based)")
     parser.add_argument("--jobs", type=int, default=1, help="runs executed at once (default 1)")
     parser.add_argument("--results", default="results", help="results folder (default results)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="change a Config key in every run (repeatable), e.g. --set epochs=6 with --results results/epochs6",
+    )  # fmt: skip
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -658,7 +684,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             tables = [int(t) for t in args.tables.split(",") if t.strip()]
         except ValueError:
             raise ReproduceError(f"--tables {args.tables!r}: give table numbers like 1,2,3") from None
-        runs = plan(args.profile, tables, args.seeds)
+        try:
+            overrides = dict(parse_override(text) for text in args.set)
+        except ConfigError as error:
+            raise ReproduceError(str(error)) from None
+        runs = plan(args.profile, tables, args.seeds, overrides)
         record = execute(runs, args.results, jobs=args.jobs, shard=args.shard)
         render(args.profile, args.results, seeds=args.seeds)
     except ReproduceError as error:
