@@ -43,14 +43,13 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from thadcr.reproduce import config_for
+from thadcr.reproduce import config_from_parameters
 from thadcr.train import train
 
-settings = {"variant": variant, "seed": seed, "n_factors": n_factors, "alpha": alpha, "beta": beta, "device": device}
-settings.update(overrides)
-if epochs is not None:
-    settings["epochs"] = epochs
-config = config_for(profile, dataset, settings)
+config = config_from_parameters({
+    "variant": variant, "dataset": dataset, "profile": profile, "seed": seed, "n_factors": n_factors,
+    "alpha": alpha, "beta": beta, "epochs": epochs, "device": device, "overrides": overrides,
+})  # fmt: skip
 pd.Series(config.to_dict(), name="value").to_frame()
 
 # %% [markdown]

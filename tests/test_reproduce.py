@@ -285,8 +285,7 @@ class StubExecutor:
         if run_id in self.fail:
             return 1
         if run_id not in self.no_metrics:
-            settings = {k: parameters[k] for k in ("variant", "seed", "n_factors", "alpha", "beta", "device")}
-            config = rp.config_for(parameters["profile"], parameters["dataset"], {**settings, **parameters["overrides"]})
+            config = rp.config_from_parameters(parameters)
             metrics = {"test": {m: 1.0 for m in ALL_METRICS}, "config": config.to_dict(), "new": True}
             (run_dir / "metrics.json").write_text(json.dumps(metrics))
         return 0
@@ -356,6 +355,8 @@ def test_plan_overrides_reach_every_run_and_refuse_plan_keys():
         rp.plan("tiny", overrides={"variant": "DP"})
     with pytest.raises(rp.ReproduceError, match="unknown key.*nonsense.*Valid keys"):
         rp.plan("tiny", overrides={"nonsense": 1})
+    with pytest.raises(rp.ReproduceError, match="specaug_time_masks must be 0 or positive"):
+        rp.plan("tiny", overrides={"specaug_time_masks": -2})  # a bad value stops the plan, not each run
 
 
 def test_reproduce_command_set_option(tmp_path, capsys):
@@ -598,3 +599,4 @@ def test_render_writes_each_runs_recall_against_chance(rendered):
     assert row.t2a_chance == pytest.approx(5.0) and row.a2t_chance == pytest.approx(a2t_chance, abs=0.01)
     assert row.t2a_x_chance == pytest.approx(test["t2a_R10"] / 5.0, abs=0.01)
     assert row.a2t_x_chance == pytest.approx(test["a2t_R10"] / a2t_chance, abs=0.01)
+    assert row.rsum == pytest.approx(sum(test[f"{d}_R{k}"] for d in ("t2a", "a2t") for k in (1, 5, 10)), abs=0.01)

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from thadcr.config import Config, ConfigError, make_config, parse_override, valid_keys
+from thadcr.config import Config, ConfigError, make_config, parse_override
 from thadcr.datasets import atomic_write_bytes
 from thadcr.metrics import chance_recall
 
@@ -129,9 +129,7 @@ class Run:
 
     def config(self) -> Config:
         """The Config that notebooks/train.py builds from :meth:`parameters`."""
-        settings = {"variant": self.variant, "seed": self.seed, "n_factors": self.n_factors,
-                    "alpha": self.alpha, "beta": self.beta, "device": "auto", **self.parameters(Path(), False)["overrides"]}
-        return config_for(self.profile, self.dataset, settings)
+        return config_from_parameters(self.parameters(Path(), False))
 
     def parameters(self, out_dir: Path, resume: bool) -> dict[str, Any]:
         """The parameters of notebooks/train.py for this run."""
@@ -173,9 +171,10 @@ def plan(
     fixed = sorted(set(overrides) & set(PLAN_KEYS))
     if fixed:
         raise ReproduceError(f"--set {', '.join(fixed)}: the plan sets {', '.join(PLAN_KEYS)} itself")
-    unknown = sorted(set(overrides) - set(valid_keys()))
-    if unknown:
-        raise ReproduceError(f"--set: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid_keys())}")
+    try:  # unknown keys and bad values fail here, not in every run's notebook
+        config_for(profile, TABLE_DATASET[min(TABLES)], overrides)
+    except ConfigError as error:
+        raise ReproduceError(f"--set: {error}") from None
     tables = tuple(tables)
     unknown = sorted(set(tables) - set(TABLES))
     if unknown or not tables:
@@ -209,6 +208,16 @@ def config_for(profile: str, dataset: str, overrides: dict[str, Any] | None = No
     if overrides.get("audio_encoder") == "resnet38":
         overrides.setdefault("audio_checkpoint", PANNS_CHECKPOINT)
     return make_config(f"paper-{dataset}", overrides)
+
+
+def config_from_parameters(parameters: dict[str, Any]) -> Config:
+    """The Config of one run from the parameters of notebooks/train.py (see :meth:`Run.parameters`):
+    the run's settings, then ``overrides``, then ``epochs`` unless it is None (the profile's)."""
+    settings = {key: parameters[key] for key in ("variant", "seed", "n_factors", "alpha", "beta", "device")}
+    settings.update(parameters.get("overrides") or {})
+    if parameters.get("epochs") is not None:
+        settings["epochs"] = parameters["epochs"]
+    return config_for(parameters["profile"], parameters["dataset"], settings)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -531,7 +540,8 @@ def orderings(expected: dict[str, list[str]], metrics: dict[str, dict], paper: p
 
 
 def learning_frame(metrics: dict[str, dict]) -> pd.DataFrame:
-    """Each finished run's test R@10 against a random ranking's, both directions (tables/learning.csv).
+    """Each finished run's test R-sum (the six recalls added) and R@10 against a random ranking's,
+    both directions (tables/learning.csv).
 
     Chance is ``thadcr.metrics.chance_recall`` on the run's test split: 1 correct clip among the
     clips (text-to-audio), captions / clips correct captions among the captions (audio-to-text).
@@ -545,7 +555,7 @@ def learning_frame(metrics: dict[str, dict]) -> pd.DataFrame:
             chance = {"t2a": chance_recall(clips, 1, 10), "a2t": chance_recall(captions, round(captions / clips), 10)}
         else:
             chance = {"t2a": math.nan, "a2t": math.nan}
-        row: dict[str, Any] = {"run": run_id}
+        row: dict[str, Any] = {"run": run_id, "rsum": sum(run["test"][metric] for metric in METRICS)}
         for direction, level in chance.items():
             value = run["test"][f"{direction}_R10"]
             row.update({f"{direction}_R10": value, f"{direction}_chance": level, f"{direction}_x_chance": value / level})
