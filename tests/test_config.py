@@ -18,6 +18,7 @@ def test_paper_profiles_use_paper_hyperparameters():
         assert c.text_model == "bert-base-uncased" and c.text_layers == [4, 10, 12]
         assert c.htsat_size == "paper" and c.lr == 1e-4 and c.epochs == 50 and c.tau == 0.07
         assert (c.specaug_time_masks, c.specaug_freq_masks) == (0, 0)  # ref [8] names no SpecAugment
+        assert c.model_selection == "best_val"  # peers.md: best validation t2a R@1+R@5+R@10
     assert make_config("paper-clotho").layout == "clotho"
     assert make_config("paper-audiocaps").layout == "audiocaps"
 
@@ -29,6 +30,13 @@ def test_specaugment_is_off_by_default_and_set_by_keys():
     assert (c.specaug_time_masks, c.specaug_freq_masks) == (2, 2)
     with pytest.raises(ConfigError, match="specaug_freq_width must be 0 or positive"):
         make_config("tiny", ["specaug_freq_width=-1"])
+
+
+def test_model_selection_is_a_checked_choice():
+    assert make_config("tiny").model_selection == "last"  # the reproduction notes say why
+    assert make_config("tiny", ["model_selection=best_val"]).model_selection == "best_val"
+    with pytest.raises(ConfigError, match="model_selection='best' is not one of 'best_val', 'last'"):
+        make_config("tiny", ["model_selection=best"])
 
 
 def test_overrides_are_typed():

@@ -615,6 +615,22 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(built, package
     assert other["clotho_captions_evaluation.csv"] != _hashes(out / "clotho")["clotho_captions_evaluation.csv"]
 
 
+def test_training_size_leaves_test_scenes_and_first_training_scenes_unchanged(built, packages, tmp_path):
+    """Runs trained on data sets of different training sizes are tested on the same clips (the
+    model notes compare them), and a larger set only adds scenes after the smaller one's."""
+    out, _ = built
+    embedded.build(tmp_path / "big", flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP,
+                   sample_rate=SR, progress=False, **{**SIZES, "n_train": SIZES["n_train"] + 4})
+    small, big = _hashes(out / "clotho"), _hashes(tmp_path / "big" / "clotho")
+    for split in ("validation", "evaluation"):
+        files = [name for name in small if name.startswith(f"{split}/")]
+        assert files and {name: big[name] for name in files} == {name: small[name] for name in files}
+        assert big[f"clotho_captions_{split}.csv"] == small[f"clotho_captions_{split}.csv"]
+    training = sorted(name for name in small if name.startswith("development/"))
+    assert len(training) == SIZES["n_train"] and all(big[name] == small[name] for name in training)
+    assert len([name for name in big if name.startswith("development/")]) == SIZES["n_train"] + 4
+
+
 def test_rebuild_when_up_to_date_does_nothing(built, packages):
     out, _ = built
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

@@ -50,6 +50,24 @@ def test_train_writes_every_output(synthetic_clotho, tmp_path):
     assert evaluate_checkpoint(out / "best.pt", "test", "cpu")["t2a_R10"] == pytest.approx(saved["test"]["t2a_R10"])
 
 
+@pytest.mark.parametrize("selection", ["best_val", "last"])
+def test_model_selection_tests_the_chosen_epoch(synthetic_clotho, tmp_path, selection):
+    out = tmp_path / selection
+    config = small_config(synthetic_clotho, tmp_path, variant="DP", epochs=3, model_selection=selection)
+    metrics = train(config, out, progress=False)
+    log = [dict(zip(lines[0].split(","), line.split(","))) for lines in [(out / "log.csv").read_text().split()]
+           for line in lines[1:]]
+    scores = [sum(float(row[f"val_t2a_R{k}"]) for k in (1, 5, 10)) for row in log]
+    first_best = 1 + int(np.argmax(scores))  # ties: the earliest epoch, as a strict ">" keeps it
+    assert metrics["best_epoch"] == (first_best if selection == "best_val" else 3)
+    assert metrics["val_best"] == pytest.approx(scores[metrics["best_epoch"] - 1])
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] == metrics["best_epoch"]
+    if selection == "last":
+        last = torch.load(out / "last.pt", weights_only=True)["model"]
+        assert all(torch.equal(best["model"][k], last[k]) for k in last)
+
+
 def test_resume_reaches_the_uninterrupted_result(synthetic_clotho, tmp_path, monkeypatch):
     config = small_config(synthetic_clotho, tmp_path, variant="DCR")
     whole = train(config, tmp_path / "whole", progress=False)

@@ -19,6 +19,7 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 VARIANTS = ("DP", "THA", "THA+DP", "DCR", "THA+DCR", "DP+LD", "DP+LD+LA")
 AUDIO_ENCODERS = ("htsat", "resnet38")
 LAYOUTS = ("clotho", "audiocaps")
+MODEL_SELECTIONS = ("best_val", "last")
 
 
 class ConfigError(ValueError):
@@ -74,6 +75,7 @@ class Config:
     amp: bool = True  # mixed precision, used on CUDA only
     eval_batch: int = 64
     max_steps_per_epoch: int = 0  # 0: full epoch
+    model_selection: str = "best_val"  # test the epoch of best validation t2a R@1+R@5+R@10, or "last"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,6 +87,7 @@ class Config:
         _choice("layout", self.layout, LAYOUTS)
         _choice("tha_reduce", self.tha_reduce, ("mean", "sum"))
         _choice("factor_reduce", self.factor_reduce, ("mean", "sum"))
+        _choice("model_selection", self.model_selection, MODEL_SELECTIONS)
         if len(self.text_layers) != 3:
             raise ConfigError(f"text_layers must name 3 blocks (one per THA level), got {self.text_layers}")
         if self.joint_dim < self.n_factors:

@@ -63,7 +63,7 @@ PACKAGES = {
 }
 FLAVOURS = ("audiocaps", "clotho", "labels")
 SPLITS = ("development", "validation", "evaluation")
-DEFAULT_SIZES = {"audiocaps": (1200, 150, 200), "clotho": (400, 100, 150)}  # (train, val, test) clips
+DEFAULT_SIZES = {"audiocaps": (3600, 150, 200), "clotho": (1200, 100, 150)}  # (train, val, test) clips
 N_CAPTIONS = 5
 AUDIO_EXTENSIONS = (".ogg", ".wav", ".mp3", ".flac")
 TABLE_DIR = Path(__file__).parent

@@ -3,7 +3,8 @@
 `train(config, out_dir)` writes into out_dir:
 
 - `last.pt`: the resumable state after each epoch (model, optimiser, schedule, RNG, history);
-- `best.pt`: the weights of the best epoch by validation text-to-audio R@1 + R@5 + R@10;
+- `best.pt`: the weights of the epoch that is tested: the best by validation text-to-audio
+  R@1 + R@5 + R@10 (peers' protocol), or the last one with `model_selection: last`;
 - `log.csv`: one row per epoch; `factors.npz` for variants with latent factors;
 - `metrics.json`: test metrics, config, git commit, versions, device, seed, wall time. It is
   written last: its presence marks a finished run, which is never overwritten.
@@ -371,7 +372,7 @@ def _prepare_out_dir(out: Path, resume: bool) -> None:
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train one run, select the best epoch on validation, test it; returns the metrics dict."""
+    """Train one run, select the epoch to test (``config.model_selection``), test it; returns the metrics dict."""
     started = time.time()
     out = Path(out_dir)
     world = Distributed(config.device)
@@ -472,7 +473,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             row["seconds"] = time.time() - epoch_start
             score = sum(val[k] for k in SELECTION_KEYS)
             state["history"].append(row)
-            if score > state["best_score"]:
+            if score > state["best_score"] or config.model_selection == "last":
                 state["best_score"], state["best_epoch"] = score, epoch
                 atomic_save({"model": saved_state(model), "epoch": epoch, "config": config.to_dict()}, out / "best.pt")
             state["epoch"] = epoch
