@@ -222,7 +222,7 @@ print(f"gradcheck passed; one step lowers alpha L_D + beta L_A: {before.item():.
 #
 # A run of a variant with factors (`DCR`, `THA+DCR`, `DP+LD`, `DP+LD+LA`) writes `factors.npz`:
 # $C$ on the matching pairs of the test split, with the initial model (`C_initial`) and the
-# best epoch (`C_trained`). The runs of `thadcr reproduce --profile tiny` land in
+# tested epoch (`C_trained`). The runs of `thadcr reproduce --profile tiny` land in
 # `results/tiny/runs/<run>/`.
 
 # %% tags=["nbval-ignore-output"]

@@ -54,8 +54,9 @@ pd.Series(config.to_dict(), name="value").to_frame()
 
 # %% [markdown]
 # ## Training
-# The best epoch on validation text-to-audio R@1 + R@5 + R@10 is tested; every file of the run
-# (log.csv, checkpoints, metrics.json last) is written to `out_dir`.
+# One epoch is tested: with `model_selection: best_val` (the paper profiles) the best on
+# validation text-to-audio R@1 + R@5 + R@10, with `last` (the tiny profile) the last one. Every
+# file of the run (log.csv, checkpoints, metrics.json last) is written to `out_dir`.
 
 # %%
 metrics = train(config, out_dir, resume=resume, progress=True)
@@ -80,7 +81,7 @@ fig.suptitle(f"{variant} on {dataset} ({profile}), seed {seed}")
 fig.tight_layout()
 
 # %% [markdown]
-# ## Test metrics (best epoch)
+# ## Test metrics (the tested epoch)
 
 # %%
 test = metrics["test"]
@@ -89,5 +90,5 @@ table = pd.DataFrame(
     {name: [test.get(f"{d}_{key}") for d in ("t2a", "a2t")] for name, key in columns.items()},
     index=["Text-to-Audio", "Audio-to-Text"],
 )
-print(f"best epoch {metrics['best_epoch']}, device {metrics['device']}, wall time {metrics['wall_time_s']:.0f} s")
+print(f"tested epoch {metrics['best_epoch']} (model_selection: {config.model_selection}), device {metrics['device']}, wall time {metrics['wall_time_s']:.0f} s")
 table.round(2)

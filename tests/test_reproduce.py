@@ -466,6 +466,20 @@ def test_papermill_passes_the_parameters_to_a_stub_notebook(tmp_path, monkeypatc
 
 
 # ----------------------------------------------------------------------------- notebooks
+@pytest.mark.parametrize("name", ["train", "encoders", "tha", "dcr", "ca"])
+def test_paired_ipynb_has_the_cells_of_its_py(name):
+    """A committed .ipynb (golden outputs, or papermill's train notebook) must be regenerated
+    whenever its .py changes (docs/decisions/notebooks.md gives the commands)."""
+    import jupytext
+
+    def cells(notebook):
+        return [(c.cell_type, c.source.strip()) for c in notebook.cells]
+
+    paired = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
+    assert cells(paired) == cells(jupytext.read(NOTEBOOKS / f"{name}.py")), (
+        f"notebooks/{name}.ipynb is out of date with notebooks/{name}.py: regenerate it")
+
+
 def notebook_code(name: str, parameters: dict) -> str:
     """The notebook's code cells, with `parameters` assigned after its parameters cell."""
     import jupytext
