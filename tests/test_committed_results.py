@@ -95,3 +95,14 @@ def test_time_figures_of_the_readme():
     assert summary["machine"]["cpu_count"] == 2 and summary["runs"]["complete"] == 31
     times = [json.loads(p.read_text())["wall_time_s"] for p in (RUN.parent).glob("*/metrics.json")]
     assert len(times) == 31 and (round(min(times)), round(max(times))) == (64, 242)
+
+
+def test_resnet38_log_behind_the_last_epoch_rule():
+    """The model notes: ResNet38 seed 0's validation t2a R-sum is 50.1 after epoch 1 and 48.1
+    after epoch 2, so peers' rule would test epoch 1; the committed run tests epoch 2."""
+    run = RUN.parent / "audiocaps-DP-resnet38-K8-a0.01-b0.005-s0"
+    log = pd.read_csv(run / "log.csv")
+    scores = (log.val_t2a_R1 + log.val_t2a_R5 + log.val_t2a_R10).round(1).tolist()
+    assert scores == [50.1, 48.1]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["config"]["model_selection"] == "last" and metrics["best_epoch"] == 2
