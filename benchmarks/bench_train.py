@@ -18,7 +18,10 @@ from tqdm.auto import tqdm
 from thadcr.config import VARIANTS, make_config
 from thadcr.datasets import CaptionDataset, collate
 from thadcr.model import build_model
-from thadcr.train import Distributed, TextFeatureCache, _split_setup, n_frames_for, train_step
+from thadcr.distributed import Distributed
+from thadcr.evaluation import frames_per_clip, open_split
+from thadcr.text import TextFeatureCache
+from thadcr.train import train_step
 
 
 class Runner:
@@ -32,10 +35,10 @@ class Runner:
         self.world = Distributed("cpu" if config.device == "auto" and not torch.cuda.is_available() else config.device)
         self.model.to(self.world.device)
         frozen = self.model.text_encoder.frozen
-        self.text_cache = TextFeatureCache(self.model, split.captions, self.world.device) if frozen else None
+        self.text_cache = TextFeatureCache(self.model.text_encoder, split.captions, self.world.device) if frozen else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
-        self.dataset = CaptionDataset(split, cache, n_frames_for(config), train=True, seed=config.seed)
+        self.dataset = CaptionDataset(split, cache, frames_per_clip(config, cache.logmel), train=True, seed=config.seed)
         self.order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(0))
         self.data_s = self.step_s = 0.0
 
@@ -77,7 +80,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     base = make_config(args.profile, args.overrides)
-    split, cache = _split_setup(base, "train")
+    split, cache = open_split(base, "train")
     for path in split.audio_paths:
         cache.get(path)  # warm the log-mel cache (disk and memory), as a run's later epochs find it
     print(f"profile {args.profile}, batch {base.batch_size}, {args.steps} timed steps, torch threads {torch.get_num_threads()}")

@@ -1,66 +1,62 @@
-"""THA (paper 2.2, Eq. 1) against a literal, loop-by-loop float64 implementation of the equation."""
+"""THA (paper 2.2, Eq. 1): the reference written as the equation, and the fast kernel against it."""
 
 import itertools
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from thadcr.alignment import (
-    EPS,
     LIVE_TENSORS,
     THA,
     audio_enhanced_similarity,
     block_shape,
     caption_blocks,
+    eq1_reference,
+    reference_similarity,
     tha_similarity_level,
     text_enhanced_similarity,
 )
 
 LAM = 9.0
+D64 = torch.float64
 
 
-# ----------------------------------------------------------------------------- literal Eq. 1
-def _norm(x: list[float]) -> float:
-    return max(math.sqrt(sum(v * v for v in x)), EPS)
+# ----------------------------------------------------------------------------- the reference, by hand
+def test_reference_with_one_word_is_the_cosine_with_that_word():
+    q = torch.tensor([[3.0, 4.0], [-1.0, 0.0]], dtype=D64)  # (M=2, d=2), one query points away from the word
+    c = torch.tensor([[1.0, 0.0]], dtype=D64)  # (N=1, d=2): alpha = 1, q̂_m = c_1 whatever the hinge gives
+    assert eq1_reference(q, c, LAM, "sum").item() == pytest.approx(0.6 - 1.0, abs=1e-15)
+    assert eq1_reference(q, c, LAM).item() == pytest.approx((0.6 - 1.0) / 2, abs=1e-15)
 
 
-def _cos(x: list[float], y: list[float]) -> float:
-    return sum(a * b for a, b in zip(x, y)) / (_norm(x) * _norm(y))
+def test_reference_normalises_over_the_queries_and_softmaxes_over_the_context():
+    e1, e2 = [1.0, 0.0], [0.0, 1.0]
+    context = torch.tensor([e1, e2], dtype=D64)
+    # Two identical queries along e1: the hinge column of word 1 is (1, 1), so s̄ = 1/sqrt(2) there
+    # (normalised over the queries m; over the context n it would be 1), and alpha_m = softmax(lam [1/sqrt 2, 0]).
+    x = math.exp(LAM / math.sqrt(2))
+    want = x / math.sqrt(x * x + 1)  # cos(e1, x e1 + e2)
+    got = eq1_reference(torch.tensor([e1, e1], dtype=D64), context, LAM)
+    assert got.item() == pytest.approx(want, rel=1e-12)
+    # Queries e1 and -e1: the hinge zeroes -e1's cosines, so e1's column is (1, 0) and s̄ = 1 there, and
+    # -e1 attends uniformly (q̂ = (e1 + e2) / 2, cosine -1/sqrt(2)).
+    x = math.exp(LAM)
+    want = (x / math.sqrt(x * x + 1) - 1 / math.sqrt(2)) / 2
+    assert eq1_reference(torch.tensor([e1, [-1.0, 0.0]], dtype=D64), context, LAM).item() == pytest.approx(want)
+    # lam = 0: uniform attention, q̂ = the mean of the context whatever the similarities
+    q = torch.tensor([[2.0, -1.0]], dtype=D64)
+    mean = torch.tensor([0.5, 0.5], dtype=D64)
+    assert eq1_reference(q, context, 0.0).item() == pytest.approx(float(q[0] @ mean / (q[0].norm() * mean.norm())))
 
 
-def _attend(queries: list[list[float]], context: list[list[float]], lam: float, reduce: str) -> float:
-    """Stacked cross attention of Eq. 1 for one pair, queries attending over context.
-
-    s_qc = cos; s̄_qc = [s_qc]+ / sqrt(sum over the queries q of [s_qc]+^2); attention weights =
-    softmax over the context c of lam * s̄_qc; attended_q = sum_c weight_qc * context_c;
-    score = sum (or mean) over q of cos(query_q, attended_q).
-    """
-    s = [[max(_cos(q, c), 0.0) for c in context] for q in queries]
-    col = [max(math.sqrt(sum(s[i][j] ** 2 for i in range(len(queries)))), EPS) for j in range(len(context))]
-    total = 0.0
-    for i, q in enumerate(queries):
-        logits = [lam * s[i][j] / col[j] for j in range(len(context))]
-        z = sum(math.exp(v) for v in logits)
-        weights = [math.exp(v) / z for v in logits]
-        attended = [sum(weights[j] * context[j][k] for j in range(len(context))) for k in range(len(q))]
-        total += _cos(q, attended)
-    return total / len(queries) if reduce == "mean" else total
-
-
-def literal(audio, text, mask, lam, reduce, direction):
-    """(Na, Nt) float64 by Python loops over pairs; padded words are simply left out."""
-    out = torch.zeros(audio.shape[0], text.shape[0], dtype=torch.float64)
-    for i in range(audio.shape[0]):
-        tokens = audio[i].tolist()
-        for j in range(text.shape[0]):
-            words = [text[j, n].tolist() for n in range(text.shape[1]) if mask[j, n]]
-            if direction == "text":  # text-enhanced: audio tokens are the queries
-                out[i, j] = _attend(tokens, words, lam, reduce)
-            else:  # audio-enhanced: words are the queries
-                out[i, j] = _attend(words, tokens, lam, reduce)
-    return out
+def test_reference_clamps_norms_with_eps_like_the_kernel():
+    q = torch.tensor([[1.0, 0.0]], dtype=D64)
+    zero_word = torch.zeros(1, 2, dtype=D64)  # norm 0 -> max(0, eps): s = 0, no 0/0
+    assert eq1_reference(q, zero_word, LAM).item() == 0.0
+    audio, text, mask = q[None], torch.cat([zero_word, q])[None], torch.tensor([[True, True]])
+    torch.testing.assert_close(tha_similarity_level(audio, text, mask, LAM),
+                               reference_similarity(audio, text, mask, LAM), rtol=1e-12, atol=1e-12)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- data
@@ -84,16 +80,19 @@ FUNCS = {"text": text_enhanced_similarity, "audio": audio_enhanced_similarity}
 @pytest.mark.parametrize("m,d", [(6, 4), (3, 8)])
 @pytest.mark.parametrize("reduce", ["mean", "sum"])
 @pytest.mark.parametrize("direction", ["text", "audio"])
-def test_direction_matches_literal(direction, reduce, m, d):
+def test_direction_matches_the_reference(direction, reduce, m, d):
     audio, text, mask = make(m=m, d=d)
     got = FUNCS[direction](audio, text, mask, LAM, reduce=reduce)
     assert got.shape == (3, 4) and got.dtype == torch.float64
-    torch.testing.assert_close(got, literal(audio, text, mask, LAM, reduce, direction), rtol=1e-10, atol=1e-10)
+    want = reference_similarity(audio, text, mask, LAM, reduce, direction)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-def test_level_is_sum_of_directions_and_literal():
+def test_level_is_sum_of_directions_and_the_reference():
     audio, text, mask = make(seed=1)
-    want = literal(audio, text, mask, 4.0, "mean", "text") + literal(audio, text, mask, 4.0, "mean", "audio")
+    want = reference_similarity(audio, text, mask, 4.0, "mean", "text") + reference_similarity(
+        audio, text, mask, 4.0, "mean", "audio")
+    torch.testing.assert_close(reference_similarity(audio, text, mask, 4.0), want, rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(tha_similarity_level(audio, text, mask, 4.0), want, rtol=1e-10, atol=1e-10)
 
 
@@ -145,44 +144,21 @@ def test_block_shape_respects_budget_and_refuses_too_small():
         block_shape(2, 2, 1024, 20, 768, 4, 1000)
 
 
-def literal_torch(audio, text, mask, lam, reduce, direction):
-    """Eq. 1 written out pair by pair with differentiable torch ops (softmax, attended vectors
-    materialised), the reference for the hand-written backward. direction: "text", "audio" or "both"."""
-    rows = []
-    for i in range(audio.shape[0]):
-        row = []
-        for j in range(text.shape[0]):
-            tokens, words = audio[i], text[j][mask[j]]
-            s = F.cosine_similarity(tokens[:, None], words[None], dim=-1, eps=EPS)  # (M, n)
-            total = audio.new_zeros(())
-            for queries, context, s_qc in ((tokens, words, s), (words, tokens, s.T)):
-                if direction == ("audio" if queries is tokens else "text"):
-                    continue
-                p = s_qc.clamp_min(0)
-                s_bar = p / torch.sqrt((p * p).sum(0, keepdim=True)).clamp_min(EPS)  # normalised over the queries
-                attended = torch.softmax(lam * s_bar, dim=1) @ context  # over the context
-                cos = torch.stack([F.cosine_similarity(q, a, dim=0, eps=EPS) for q, a in zip(queries, attended)])
-                total = total + (cos.mean() if reduce == "mean" else cos.sum())
-            row.append(total)
-        rows.append(torch.stack(row))
-    return torch.stack(rows)
-
-
 LEVEL_FUNCS = {"text": text_enhanced_similarity, "audio": audio_enhanced_similarity, "both": tha_similarity_level}
 
 
-# The forward is checked against the literal above; this checks the hand-written backward (_Eq1).
+# The forward is checked against the reference above; this checks the hand-written backward (_Eq1).
 @pytest.mark.parametrize("m,d", [(6, 4), (3, 8)])
 @pytest.mark.parametrize("reduce", ["mean", "sum"])
 @pytest.mark.parametrize("direction", ["text", "audio", "both"])
 @pytest.mark.parametrize("budget", [None, 3000])  # one block, and many small blocks
-def test_backward_matches_autograd_through_the_literal_equation(direction, reduce, m, d, budget):
+def test_backward_matches_autograd_through_the_reference(direction, reduce, m, d, budget):
     audio, text, mask = make(m=m, d=d, seed=11)
     weights = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     grads = []
     for score in (
         lambda a, t: LEVEL_FUNCS[direction](a, t, mask, LAM, reduce=reduce, max_block_bytes=budget),
-        lambda a, t: literal_torch(a, t, mask, LAM, reduce, direction),
+        lambda a, t: reference_similarity(a, t, mask, LAM, reduce, direction),
     ):
         a, t = audio.clone().requires_grad_(True), text.clone().requires_grad_(True)
         (score(a, t) * weights).sum().backward()
@@ -289,7 +265,7 @@ def test_tha_module_sums_levels_and_directions():
     for level in range(3):
         a = _layer_norm_linear(audio_levels[level], state, f"audio_proj.{level}").detach()
         t = _layer_norm_linear(text_levels[level], state, f"text_proj.{level}").detach()
-        want += literal(a, t, mask, LAM, "mean", "text") + literal(a, t, mask, LAM, "mean", "audio")
+        want += reference_similarity(a, t, mask, LAM)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     # score() on separately projected features is the same thing
     torch.testing.assert_close(tha.score(tha.project_audio(audio_levels), tha.project_text(text_levels), mask), got)
@@ -338,6 +314,10 @@ def test_bad_inputs_name_the_problem():
         tha_similarity_level(audio, text, mask, LAM, reduce="max")
     with pytest.raises(ValueError, match="levels"):
         THA([4, 4, 4], 4, 3)([audio], [text], mask)
+    with pytest.raises(ValueError, match="direction"):
+        reference_similarity(audio, text, mask, LAM, direction="both ways")
+    with pytest.raises(ValueError, match=r"\(Nt, N\)"):
+        reference_similarity(audio, text, mask[:, :2], LAM)
 
 
 def test_float32_at_the_largest_lam_with_a_token_that_matches_no_word():
@@ -346,7 +326,7 @@ def test_float32_at_the_largest_lam_with_a_token_that_matches_no_word():
     audio[:, 0] = 0.0
     audio[:, 0, 0] = -1.0  # ... and token 0 of every clip away from all of them: its s̄ are all 0
     lam = 30.0
-    want = literal(audio, text, mask, lam, "mean", "text") + literal(audio, text, mask, lam, "mean", "audio")
+    want = reference_similarity(audio, text, mask, lam)
     got = tha_similarity_level(audio.float(), text.float(), mask, lam)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="lam"):

@@ -7,7 +7,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from thadcr.audio_io import AudioError, crop_offset, fit_length, is_silent, load_audio, read_audio, rms_db
+from thadcr.audio_io import (
+    AudioError,
+    crop_offset,
+    fit_length,
+    is_silent,
+    load_audio,
+    read_audio,
+    rms_db,
+    show_path,
+)
 
 
 def _sine(freq, seconds, rate, amp=0.5):
@@ -18,15 +27,23 @@ def _sine(freq, seconds, rate, amp=0.5):
 # ----------------------------------------------------------------------------- bad inputs
 def test_missing_file_names_file(tmp_path):
     path = tmp_path / "nope.wav"
-    with pytest.raises(AudioError, match="nope.wav: file not found") as info:
+    with pytest.raises(AudioError, match="nope.wav': file not found") as info:
         load_audio(path)
     assert info.value.path == str(path) and info.value.reason == "file not found"
+
+
+def test_messages_show_the_path_unambiguously(tmp_path):
+    path = tmp_path / " two  spaces .wav"  # a published Clotho name can look like this
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert str(info.value).startswith(f"'{path}': file not found. ") and info.value.path == str(path)
+    assert show_path(path) == repr(str(path)) and show_path("tab\there") == "'tab\\there'"
 
 
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.wav"
     path.write_bytes(b"")
-    with pytest.raises(AudioError, match=r"empty.wav: empty file \(0 bytes\)"):
+    with pytest.raises(AudioError, match=r"empty.wav': empty file \(0 bytes\)"):
         load_audio(path)
 
 
@@ -36,7 +53,7 @@ def test_corrupt_file(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[8:16] = b"XXXXXXXX"  # destroy the WAVE/fmt header
     path.write_bytes(bytes(raw))
-    with pytest.raises(AudioError, match="corrupt.wav: not readable as audio") as info:
+    with pytest.raises(AudioError, match="corrupt.wav': not readable as audio") as info:
         load_audio(path)
     assert "Replace it" in str(info.value)
 
@@ -44,7 +61,7 @@ def test_corrupt_file(tmp_path):
 def test_text_file_renamed_wav(tmp_path):
     path = tmp_path / "notes.wav"
     path.write_text("this is not audio\n" * 10)
-    with pytest.raises(AudioError, match="notes.wav: not readable as audio"):
+    with pytest.raises(AudioError, match="notes.wav': not readable as audio"):
         load_audio(path)
 
 
@@ -52,7 +69,7 @@ def test_zero_length_audio(tmp_path):
     path = tmp_path / "zero.wav"
     sf.write(path, np.zeros((0,), dtype=np.float32), 32000)
     assert path.stat().st_size > 0  # a valid header with no samples
-    with pytest.raises(AudioError, match="zero.wav: zero-length audio"):
+    with pytest.raises(AudioError, match="zero.wav': zero-length audio"):
         load_audio(path)
 
 
@@ -62,7 +79,7 @@ def test_nan_inf_samples(tmp_path, bad):
     wave[[5, 17]] = bad
     path = tmp_path / "bad.wav"
     sf.write(path, wave, 32000, subtype="FLOAT")
-    with pytest.raises(AudioError, match=r"bad.wav: 2 NaN/Inf sample\(s\)"):
+    with pytest.raises(AudioError, match=r"bad.wav': 2 NaN/Inf sample\(s\)"):
         load_audio(path)
 
 
@@ -78,6 +95,22 @@ def test_any_rate_resampled_to_32k(tmp_path, rate):
     expected = _sine(440.0, 0.5, 32000)
     inner = slice(200, len(expected) - 200)
     assert np.abs(wave.numpy()[inner] - expected[inner]).max() < 5e-3
+
+
+@pytest.mark.parametrize("suffix, rate", [(".wav", 44100), (".flac", 48000), (".ogg", 22050), (".mp3", 16000),
+                                          (".MP3", 32000)])
+def test_every_download_format_is_read(tmp_path, suffix, rate):
+    """A download keeps the format it got: WAV, FLAC, OGG Vorbis and MP3 all read (soundfile's libsndfile)."""
+    path = tmp_path / f"tone{suffix}"
+    tone = _sine(440.0, 1.0, rate, amp=0.5)
+    sf.write(path, tone, rate, format=suffix[1:].upper())
+    data, file_rate = read_audio(path)
+    assert file_rate == rate and abs(data.shape[0] - rate) <= rate // 20  # lossy codecs may pad a little
+    wave = load_audio(path, 32000).double().numpy()
+    expected = _sine(440.0, 1.0, 32000, amp=0.5)
+    inner = slice(3200, 28800)  # away from codec and filter edges
+    lag = int(np.argmax(np.correlate(wave[inner], expected[inner][:800], "valid")[:100]))  # codec delay
+    assert np.corrcoef(wave[3200 + lag : 28800 + lag][: 25600 - 100], expected[inner][: 25600 - 100])[0, 1] > 0.99
 
 
 def test_pcm16_scaled_to_unit_range(tmp_path):

@@ -2,15 +2,19 @@
 
 Builds the Jupyter Book into ``_build/html`` (``jupyter-book build . -W -n --keep-going``, notebook
 outputs cached in ``_build/.jupyter_cache``), then checks the built files (internal links, no
-resource from the network, API and reproduction-notes coverage) and opens pages in headless
-Chromium: equations typeset by the local MathJax, tables and audio players present. Screenshots
-go to ``_build/screenshots/`` for a person to look at. Run alone with
-``.venv/bin/pytest tests/test_book.py -m book``.
+resource from the network, no link to a file outside the book, API and reproduction-notes
+coverage, the bibliography) and opens pages in headless Chromium: equations typeset by the local
+MathJax, tables and audio players present, no code block or equation wider than the page at
+1280 px. Screenshots go to ``_build/screenshots/`` for a person to look at. Also checks the
+project files (LICENSE, CITATION.cff, the jupytext pairing of the notebooks) and the helpers the
+pages use (``thadcr.notebook``). Run alone with ``.venv/bin/pytest tests/test_book.py -m book``.
 """
 
 from __future__ import annotations
 
 import base64
+import html
+import json
 import os
 import re
 import shutil
@@ -28,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 MATHJAX = ROOT / "book" / "_static" / "mathjax" / "tex-chtml.js"
-NOT_ON_API_PAGE = {"__init__", "cli"}  # the command line is a thin layer over documented functions
+# the command line (and `python -m thadcr`) is a thin layer over documented functions
+NOT_ON_API_PAGE = {"__init__", "__main__", "cli"}
 
 # Raw TeX a reader must never see: delimiters MathJax should have consumed, and TeX commands.
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\(?:frac|sum|mathcal|mathrm|hat|bar|alpha|lambda)\b")
@@ -291,3 +296,224 @@ def test_reference_pages_render(book: Path, chromium: str, tmp_path: Path) -> No
     assert_typeset("book/api.html", built, live, at_least=0)
     documented = sum("py" in a.get("class", "").split() for t, a in live.tags if t == "dl")
     assert documented >= 10, f"book/api.html documents only {documented} objects"
+
+
+# --- no code or equation cut at the page's right edge -----------------------------------------
+
+# Runs in Chromium after MathJax has typeset the page; writes what is too wide into the DOM.
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+  ready.then(() => {
+    const wide = [];
+    document.querySelectorAll("pre").forEach((pre) => {
+      if (pre.scrollWidth > pre.clientWidth + 1) {
+        const lines = pre.textContent.split("\\n").filter((l) => l.trim());
+        const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), "");
+        const where = pre.closest(".cell_output") ? "output" : "code";
+        wide.push([where, pre.scrollWidth, pre.clientWidth, longest]);
+      }
+    });
+    document.querySelectorAll("div.math").forEach((box) => {
+      const math = box.querySelector("mjx-math");
+      const width = math ? math.getBoundingClientRect().width : 0;
+      if (width > box.clientWidth + 1) {
+        wide.push(["equation", Math.round(width), box.clientWidth, box.textContent.trim()]);
+      }
+    });
+    const report = document.createElement("div");
+    report.id = "overflow-report";
+    report.hidden = true;
+    report.textContent = JSON.stringify(wide);
+    document.body.appendChild(report);
+  });
+});
+</script>"""
+
+
+def too_wide(exe: str, tmp_path: Path, page: Path) -> list[list]:
+    """[kind, content width, visible width, longest line] of each code block (``pre``) that
+    scrolls horizontally and each display equation wider than its box, on ``page`` in Chromium
+    at 1280 px. The page is copied with a <base> pointing at its folder and the measuring script."""
+    text = page.read_text(encoding="utf-8")
+    base = f'<base href="{page.parent.as_uri()}/">'
+    copy = tmp_path / f"measure-{page.stem}.html"
+    copy.write_text(text.replace("<head>", "<head>" + base, 1).replace("</body>", MEASURE + "</body>", 1),
+                    encoding="utf-8")  # fmt: skip
+    dom = run_chromium(exe, tmp_path / "profile", copy, "--window-size=1280,1600", "--dump-dom").stdout
+    found = re.search(r'<div id="overflow-report" hidden="">(.*?)</div>', dom, re.S)
+    assert found, f"{page.relative_to(HTML)}: the measuring script did not run"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_no_code_block_or_equation_is_cut_at_1280px(book: Path, chromium: str, tmp_path: Path) -> None:
+    """The book's text column at 1280 px holds about 88 characters of code: longer lines scroll
+    horizontally and a reader sees them cut. Every built page, every ``pre`` (code cells, their
+    printed outputs, command blocks) and every display equation must fit."""
+    problems = []
+    pages = [p for p in built_pages() if 'http-equiv="Refresh"' not in p.read_text(encoding="utf-8")]
+    assert len(pages) >= 10, f"only {len(pages)} pages to measure"
+    for page in pages:
+        for kind, width, visible, line in too_wide(chromium, tmp_path, page):
+            problems.append(f"{page.relative_to(book)}: {kind} {width} px in {visible} px: {line[:100]!r}")
+    assert not problems, f"{len(problems)} blocks wider than the page:\n" + "\n".join(problems)
+
+
+def test_overflow_check_sees_a_long_line(book: Path, chromium: str, tmp_path: Path) -> None:
+    """The measuring script itself: a 200-character code line on a copy of a built page is found."""
+    page = book / "book" / "intro.html"
+    wide = tmp_path / "wide" / "intro.html"
+    wide.parent.mkdir()
+    long = "x = " + "1 + " * 49 + "1"
+    wide.write_text(page.read_text(encoding="utf-8").replace("</article>", f"<pre>{long}</pre></article>", 1),
+                    encoding="utf-8")  # fmt: skip
+    found = too_wide(chromium, tmp_path, wide)
+    assert any(kind == "code" and line == long for kind, _, _, line in found), found
+
+
+# --- links, bibliography and project files ----------------------------------------------------
+
+FILE_SUFFIXES = (".md", ".py", ".yml", ".yaml", ".csv", ".json", ".txt", ".cfg", ".sh", ".pt", ".npz", ".ipynb")
+
+
+def test_no_link_points_at_a_file_outside_the_book(book: Path) -> None:
+    """A file name in prose must not become a web link (MyST's linkify turned "peers.md" into
+    http://peers.md); sources outside the book are named, not linked."""
+    bad = []
+    for page in built_pages():
+        for tag, url in Page(page.read_text(encoding="utf-8")).urls():
+            host = urlsplit(url).hostname or ""
+            if tag == "a" and urlsplit(url).scheme in {"http", "https"} and host.endswith(FILE_SUFFIXES):
+                bad.append(f"{page.relative_to(book)}: {url}")
+    assert not bad, "links to file names read as web addresses:\n" + "\n".join(bad)
+
+
+def test_bibliography_lists_the_cited_works(book: Path) -> None:
+    """book/references.bib through sphinxcontrib-bibtex: the References page lists the paper and
+    the works the method pages cite, and the pages link their citations to it."""
+    # the bibliography style writes titles in sentence case
+    references = Page((book / "book" / "references.html").read_text(encoding="utf-8")).text.lower()
+    for title in ("Audio-text Retrieval with Transformer-based Hierarchical Alignment",
+                  "Stacked Cross Attention for Image-Text Matching",
+                  "On Metric Learning for Audio-Text Cross-Modal Retrieval",
+                  "Hierarchical Token-Semantic Audio Transformer",
+                  "Large-Scale Pretrained Audio Neural Networks",
+                  "Pre-training of Deep Bidirectional Transformers",
+                  "A Simple Framework for Contrastive Learning",
+                  "Generating Captions for Audios in the Wild",
+                  "Clotho: An Audio Captioning Dataset"):  # fmt: skip
+        assert title.lower() in references, f"references.html does not list {title!r}"
+    tha = (book / "notebooks" / "tha.html").read_text(encoding="utf-8")
+    assert re.search(r'<a [^>]*href="\.\./book/references\.html#id\d+"', tha), "tha.html cites nothing"
+
+
+def test_license_and_citation_metadata() -> None:
+    import tomllib
+
+    import yaml
+
+    import thadcr
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["license"] == {"text": "MIT"}
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License") and "thadcr contributors" in license_text
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
+    assert cff["version"] == thadcr.__version__, "CITATION.cff's version differs from thadcr.__version__"
+    paper = cff["preferred-citation"]
+    assert paper["type"] == "conference-paper" and paper["year"] == 2024
+    assert [a["family-names"] for a in paper["authors"]] == ["Xin", "Zhu", "Cheng", "Yang", "Zou"]
+    bib = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
+    entry = re.search(r"@inproceedings\{xin2024thadcr,.*?title\s*=\s*\{(.*?)\},", bib, re.S)
+    assert entry and entry.group(1) == paper["title"], "the paper's title differs between CITATION.cff and the .bib"
+
+
+def test_jupytext_pairing_has_one_convention() -> None:
+    """Notebooks with a committed golden .ipynb declare ``formats: ipynb,py:percent``; the others
+    ``py:percent`` only (docs/decisions/notebooks.md)."""
+    wrong = []
+    for source in sorted((ROOT / "notebooks").glob("*.py")):
+        found = re.search(r"^#\s+formats:\s*(\S+)\s*$", source.read_text(encoding="utf-8"), re.M)
+        expected = "ipynb,py:percent" if source.with_suffix(".ipynb").is_file() else "py:percent"
+        if not found or found.group(1) != expected:
+            wrong.append(f"{source.name}: {found.group(1) if found else 'no formats line'}, expected {expected}")
+    assert not wrong, "jupytext pairing:\n" + "\n".join(wrong)
+
+
+def test_notebook_code_fits_the_page() -> None:
+    """Code lines of the book's notebooks stay within 88 characters (the measured width of the
+    book's code column at 1280 px); the browser test checks the rendered pages."""
+    pages = [Path(entry) for entry in re.findall(r"file: (notebooks/\w+)", (ROOT / "_toc.yml").read_text())]
+    assert len(pages) >= 7
+    long = []
+    for page in pages:
+        for number, line in enumerate((ROOT / page).with_suffix(".py").read_text().splitlines(), 1):
+            if len(line) > 88 and not line.startswith("#"):
+                long.append(f"{page}.py:{number}: {len(line)} characters")
+    assert not long, "\n".join(long)
+
+
+# --- helpers of the pages (thadcr.notebook) ----------------------------------------------------
+
+
+def test_model_diagram_labels_follow_the_config() -> None:
+    from thadcr.config import make_config
+    from thadcr.notebook import diagram_labels
+
+    paper = diagram_labels(make_config("paper-audiocaps"))
+    assert paper["audio_levels"].split("\n") == ["$A^{s2}$ (B, 1024, 192)", "$A^{s3}$ (B, 256, 384)",
+                                                 "$A^{s4}$ (B, 64, 768)"]  # fmt: skip
+    assert "(B, N, 768)" in paper["text_levels"] and "T^{4}, T^{10}, T^{12}" in paper["text_levels"]
+    assert "(B, 768)" in paper["audio_global"] and "(B, K=8, D/K=96)" in paper["audio_factors"]
+    assert "log-mel (B, 1001, 64)" in paper["audio_in"] and "pooled" not in paper["tha"]
+    tiny = diagram_labels(make_config("tiny", {"n_factors": 4}))
+    assert "$A^{s2}$ (B, 256, 64)" in tiny["audio_levels"] and "pooled to 64, 64, 16" in tiny["tha"]
+    assert "(B, N, 384)" in tiny["text_levels"] and "(B, K=4, D/K=16)" in tiny["text_factors"]
+    assert "log-mel (B, 501, 64)" in tiny["audio_in"] and "C (4, 4)" in tiny["corr"]
+
+
+def test_ranks_of_counts_ties_against_the_relevant_items() -> None:
+    from thadcr.notebook import ranks_of
+
+    scores = [0.9, 0.5, 0.5, 0.1, 0.7]
+    assert ranks_of(scores, [False, True, False, False, False]).tolist() == [4]  # tied with item 2
+    assert ranks_of(scores, [True, False, False, True, True]).tolist() == [1, 5, 2]
+
+
+def test_scene_events_reads_the_scene_list(tmp_path: Path) -> None:
+    from thadcr.notebook import scene_events
+
+    import csv
+
+    timelines = {"a.wav": {"events": [{"class": "dog"}, {"class": "door_close"}], "background": {"class": "wind"}},
+                 "b.wav": {"events": [{"class": "cat"}], "background": None}}  # fmt: skip
+    with (tmp_path / "scenes_evaluation.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "timeline", "sources", "licences"])
+        writer.writerows([name, json.dumps(timeline), "x", "y"] for name, timeline in timelines.items())
+    scenes = scene_events(tmp_path)
+    assert scenes == {"a.wav": {"events": ["dog", "door_close"], "background": "wind"},
+                      "b.wav": {"events": ["cat"], "background": None}}  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="thadcr data build"):
+        scene_events(tmp_path, "validation")
+
+
+def test_result_sentences_say_what_the_numbers_show() -> None:
+    import numpy as np
+
+    from thadcr.notebook import confidence_sentence, factor_loss_sentence, table1_run_id
+
+    assert table1_run_id("DCR") == "audiocaps-DCR-htsat-K8-a0.01-b0.005-s0"
+    assert table1_run_id("DP (ResNet38)", seed=2) == "audiocaps-DP-resnet38-K8-a0.01-b0.005-s2"
+    near = np.eye(3) * 0.2 + 0.01
+    better = np.eye(3) * 0.9
+    assert "L_D fell" in factor_loss_sentence(near, better) and "L_A fell" in factor_loss_sentence(near, better)
+    worse = better + 0.3 * (1 - np.eye(3))
+    rose = factor_loss_sentence(better, worse)
+    assert "L_D rose" in rose and "L_A did not fall" in rose
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(500, 8))
+    assert "does not separate" in confidence_sentence(g, rng.normal(size=(500, 8)))
+    assert "larger confidence more often than chance, as" in confidence_sentence(g + 1.0, g[::-1])
+    assert "the opposite" in confidence_sentence(g - 1.0, g[::-1])

@@ -722,3 +722,23 @@ def test_atomic_write_uses_a_unique_temporary_and_cleans_up(tmp_path):
         atomic_write(target, failing)
     assert target.read_text() == "done"  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.txt"]  # no temporary left behind
+
+
+def test_recordings_equal_once_prepared_share_a_group_or_are_dropped():
+    """Two files that differ only in leading silence and gain are one recording: same class -> the
+    first one's group (so one split), another class -> dropped; nothing else is touched."""
+    rate = 16000
+    sound = _sound(3, 1.0, rate)
+    padded = np.concatenate([np.zeros(rate // 2, np.float32), 0.5 * sound])
+    waves = {"a": sound, "b": padded, "c": padded, "d": _sound(4, 1.0, rate)}
+    classes = {"a": "wood", "b": "wood", "c": "glass", "d": "wood"}
+
+    def recording(key):
+        return embedded.Recording(key=key, package="p", path=key, cls=classes[key], kind="event", group=f"g-{key}",
+                                  text="", licence="", credit="")
+
+    readers = {key: (lambda wave=wave: (wave, rate)) for key, wave in waves.items()}
+    audio, kept, drops = embedded.load_recordings([recording(k) for k in "abcd"], readers, rate, progress=False)
+    assert [r.key for r in kept] == ["a", "b", "d"] and sorted(audio) == ["a", "b", "d"]
+    assert {r.key: r.group for r in kept} == {"a": "g-a", "b": "g-a", "d": "g-d"}
+    assert drops == [("c", "duplicate audio of a with another class")]

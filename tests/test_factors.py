@@ -113,38 +113,39 @@ def test_projection_equals_k_separate_matrices():
 @pytest.mark.parametrize("eps", [1e-5, 0.0])
 def test_correlation_matches_literal(eps):
     e_t, e_a = rand(6, 3, 4, seed=1), rand(6, 3, 4, seed=2) + 0.5 * rand(6, 3, 4, seed=1)
-    c = factor_correlation(e_t, e_a, eps=eps)
+    c = factor_correlation(e_audio=e_a, e_text=e_t, eps=eps)
     assert c.shape == (3, 3)
     torch.testing.assert_close(c, literal_correlation(e_t, e_a, eps))
 
 
 def test_correlation_is_in_unit_range_and_one_on_identical_factors():
     e_t, e_a = rand(16, 5, 7, seed=3), rand(16, 5, 7, seed=4)
-    c = factor_correlation(e_t, e_a)
+    c = factor_correlation(e_audio=e_a, e_text=e_t)
     assert c.abs().max() <= 1.0
-    same = factor_correlation(e_t, e_t, eps=0.0)
+    same = factor_correlation(e_audio=e_t, e_text=e_t, eps=0.0)
     torch.testing.assert_close(torch.diagonal(same), torch.ones(5, dtype=D64))
-    near = factor_correlation(e_t, e_t)  # eps shrinks it by var / (var + eps) only
+    near = factor_correlation(e_audio=e_t, e_text=e_t)  # eps shrinks it by var / (var + eps) only
     assert (torch.diagonal(near) < 1).all() and (torch.diagonal(near) > 1 - 1e-4).all()
     # perfectly anti-correlated factors give -1
-    torch.testing.assert_close(torch.diagonal(factor_correlation(e_t, -e_t, eps=0.0)), -torch.ones(5, dtype=D64))
+    torch.testing.assert_close(torch.diagonal(factor_correlation(e_audio=-e_t, e_text=e_t, eps=0.0)), -torch.ones(5, dtype=D64))
 
 
 def test_correlation_is_invariant_to_per_dimension_affine_maps():
     e_t, e_a = rand(8, 2, 3, seed=5), rand(8, 2, 3, seed=6)
     scale, shift = rand(1, 2, 3, seed=7).abs() + 0.5, rand(1, 2, 3, seed=8)
     torch.testing.assert_close(
-        factor_correlation(e_t * scale + shift, e_a, eps=0.0), factor_correlation(e_t, e_a, eps=0.0)
+        factor_correlation(e_audio=e_a, e_text=e_t * scale + shift, eps=0.0),
+        factor_correlation(e_audio=e_a, e_text=e_t, eps=0.0),
     )
 
 
 def test_correlation_errors():
     with pytest.raises(ValueError, match="must match"):
-        factor_correlation(rand(4, 2, 3), rand(4, 3, 2))
+        factor_correlation(e_audio=rand(4, 3, 2), e_text=rand(4, 2, 3))
     with pytest.raises(ValueError, match="at least 2 pairs"):
-        factor_correlation(rand(1, 2, 3), rand(1, 2, 3))
+        factor_correlation(e_audio=rand(1, 2, 3), e_text=rand(1, 2, 3))
     with pytest.raises(ValueError, match=r"\(N, K, D/K\)"):
-        factor_correlation(rand(4, 6), rand(4, 6))
+        factor_correlation(e_audio=rand(4, 6), e_text=rand(4, 6))
 
 
 def test_losses_match_literal_sums():
@@ -163,9 +164,9 @@ def test_losses_match_literal_sums():
 def test_correlation_and_losses_gradients():
     e_t = rand(5, 3, 2, seed=10).requires_grad_()
     e_a = rand(5, 3, 2, seed=11).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t, a: factor_correlation(t, a), (e_t, e_a))
+    assert torch.autograd.gradcheck(lambda t, a: factor_correlation(e_audio=a, e_text=t), (e_t, e_a))
     for loss in (decoupling_loss, alignment_loss):
-        assert torch.autograd.gradcheck(lambda t, a: loss(factor_correlation(t, a)), (e_t, e_a))
+        assert torch.autograd.gradcheck(lambda t, a: loss(factor_correlation(e_audio=a, e_text=t)), (e_t, e_a))
 
 
 # ---- confidence-aware module and similarities ----
@@ -181,7 +182,7 @@ def test_ca_default_hidden_and_literal_forward():
     assert ca.hidden == 12 and ca.fc1.in_features == 6 and ca.fc2.out_features == 1
     assert make_ca(3, hidden=5).hidden == 5
     e_t, e_a = rand(4, 2, 3, seed=12), rand(4, 2, 3, seed=13)
-    g = ca(e_t, e_a)
+    g = ca(e_audio=e_a, e_text=e_t)
     assert g.shape == (4, 2)
     for b in range(4):
         for i in range(2):
@@ -189,30 +190,30 @@ def test_ca_default_hidden_and_literal_forward():
             assert g[b, i].item() == pytest.approx(expected, rel=1e-10, abs=1e-12)
     with torch.no_grad():
         ca.fc2.bias.fill_(-100.0)  # no output activation: g follows the bias below zero
-    assert (ca(e_t, e_a) < 0).all()
+    assert (ca(e_audio=e_a, e_text=e_t) < 0).all()
 
 
 def test_ca_all_pairs_equals_per_pair_forward(monkeypatch):
     ca = make_ca(3, seed=1)
     e_a, e_t = rand(5, 2, 3, seed=14), rand(4, 2, 3, seed=15)
     expected = torch.stack(
-        [torch.stack([ca(e_t[t : t + 1], e_a[a : a + 1])[0] for t in range(4)]) for a in range(5)]
+        [torch.stack([ca(e_audio=e_a[a : a + 1], e_text=e_t[t : t + 1])[0] for t in range(4)]) for a in range(5)]
     )  # (Na, Nt, K)
-    full = ca.all_pairs(e_a, e_t)
+    full = ca.all_pairs(e_audio=e_a, e_text=e_t)
     assert full.shape == (5, 4, 2)
     torch.testing.assert_close(full, expected)
     monkeypatch.setattr(factors, "CA_BLOCK_ELEMENTS", 2 * 4 * 2 * ca.hidden)  # two audio rows per block
-    torch.testing.assert_close(ca.all_pairs(e_a, e_t), expected)
+    torch.testing.assert_close(ca.all_pairs(e_audio=e_a, e_text=e_t), expected)
 
 
 def test_ca_all_pairs_gradient_matches_per_pair(monkeypatch):
     monkeypatch.setattr(factors, "CA_BLOCK_ELEMENTS", 1)  # one audio row per block
     ca = make_ca(2, seed=2)
     e_a, e_t = rand(3, 2, 2, seed=16), rand(2, 2, 2, seed=17)
-    ca.all_pairs(e_a, e_t).sum().backward()
+    ca.all_pairs(e_audio=e_a, e_text=e_t).sum().backward()
     fast = [p.grad.clone() for p in ca.parameters()]
     ca.zero_grad()
-    sum(ca(e_t[t : t + 1], e_a[a : a + 1]).sum() for a in range(3) for t in range(2)).backward()
+    sum(ca(e_audio=e_a[a : a + 1], e_text=e_t[t : t + 1]).sum() for a in range(3) for t in range(2)).backward()
     for g_fast, p in zip(fast, ca.parameters()):
         torch.testing.assert_close(g_fast, p.grad)
 
@@ -220,36 +221,61 @@ def test_ca_all_pairs_gradient_matches_per_pair(monkeypatch):
 def test_ca_shape_errors():
     ca = make_ca(3)
     with pytest.raises(ValueError, match=r"\(N, K, 3\)"):
-        ca.all_pairs(rand(2, 2, 4), rand(2, 2, 4))
+        ca.all_pairs(e_audio=rand(2, 2, 4), e_text=rand(2, 2, 4))
     with pytest.raises(ValueError, match="matching pairs"):
-        ca(rand(2, 2, 3), rand(3, 2, 3))
+        ca(e_audio=rand(3, 2, 3), e_text=rand(2, 2, 3))
 
 
 def test_dcr_similarity_matches_literal_eq4():
     ca = make_ca(3, seed=3)
     e_a, e_t = rand(3, 2, 3, seed=18), rand(4, 2, 3, seed=19)
-    s = dcr_similarity(e_a, e_t, ca)
+    s = dcr_similarity(e_audio=e_a, e_text=e_t, ca=ca)
     assert s.shape == (3, 4)
     torch.testing.assert_close(s, literal_dcr(e_a, e_t, ca))
 
 
 def test_uniform_factor_similarity_matches_literal():
     e_a, e_t = rand(3, 4, 2, seed=20), rand(2, 4, 2, seed=21)
-    s = uniform_factor_similarity(e_a, e_t)
+    s = uniform_factor_similarity(e_audio=e_a, e_text=e_t)
     expected = torch.tensor(
         [[sum(literal_cos(e_t[t, i], e_a[a, i]) for i in range(4)) for t in range(2)] for a in range(3)], dtype=D64
     )
     torch.testing.assert_close(s, expected)
     assert s.abs().max() <= 4.0
     with pytest.raises(ValueError, match="differ in"):
-        uniform_factor_similarity(rand(2, 4, 2), rand(2, 2, 4))
+        uniform_factor_similarity(e_audio=rand(2, 4, 2), e_text=rand(2, 2, 4))
 
 
 def test_dcr_similarity_gradients():
     ca = make_ca(2, seed=4)
     e_a = rand(3, 2, 2, seed=22).requires_grad_()
     e_t = rand(2, 2, 2, seed=23).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, t: dcr_similarity(a, t, ca), (e_a, e_t))
-    assert torch.autograd.gradcheck(uniform_factor_similarity, (e_a, e_t))
-    dcr_similarity(e_a, e_t, ca).sum().backward()
+    assert torch.autograd.gradcheck(lambda a, t: dcr_similarity(e_audio=a, e_text=t, ca=ca), (e_a, e_t))
+    assert torch.autograd.gradcheck(lambda a, t: uniform_factor_similarity(e_audio=a, e_text=t), (e_a, e_t))
+    dcr_similarity(e_audio=e_a, e_text=e_t, ca=ca).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ca.parameters())
+
+
+POSITIONAL_CALLS = {
+    "factor_correlation": lambda e_a, e_t, ca: factor_correlation(e_t, e_a),
+    "ConfidenceAware": lambda e_a, e_t, ca: ca(e_t, e_a),
+    "ConfidenceAware.all_pairs": lambda e_a, e_t, ca: ca.all_pairs(e_a, e_t),
+    "dcr_similarity": lambda e_a, e_t, ca: dcr_similarity(e_a, e_t, ca),
+    "uniform_factor_similarity": lambda e_a, e_t, ca: uniform_factor_similarity(e_a, e_t),
+}
+
+
+@pytest.mark.parametrize("name", POSITIONAL_CALLS)
+def test_audio_and_text_factors_cannot_be_passed_positionally(name):
+    """Audio and text factors have one shape, so a swapped positional call would go unnoticed: refused."""
+    with pytest.raises(TypeError, match="positional"):
+        POSITIONAL_CALLS[name](rand(4, 2, 3, seed=24), rand(4, 2, 3, seed=25), make_ca(3))
+
+
+def test_a_swap_by_keyword_changes_what_asymmetric_functions_return():
+    e_a, e_t = rand(4, 2, 3, seed=24), rand(4, 2, 3, seed=25)
+    ca = make_ca(3, seed=5)
+    assert not torch.allclose(ca(e_audio=e_a, e_text=e_t), ca(e_audio=e_t, e_text=e_a))
+    c, swapped = factor_correlation(e_audio=e_a, e_text=e_t), factor_correlation(e_audio=e_t, e_text=e_a)
+    torch.testing.assert_close(swapped, c.T)  # rows are text factors, columns audio factors
+    assert not torch.allclose(c, c.T)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from thadcr.audio import CheckpointError
 from thadcr.config import VARIANTS, ConfigError, make_config
 from thadcr.model import build_model, concat_embeddings
 
@@ -79,12 +80,14 @@ def test_tiny_config_trains_one_step():
 
 
 def test_resnet38_dp_and_refusal_for_tha():
-    model = build_model(tiny("DP", audio_encoder="resnet38", resnet38_width=0.125))
+    model = build_model(tiny("DP", audio_encoder="resnet38", resnet38_width=0.125, audio_checkpoint=None))
     with torch.no_grad():
         audio = model.encode_audio(_logmel(2))
     assert audio.dp.shape == (2, 64)
     with pytest.raises(ConfigError, match="ResNet38"):
         build_model(tiny("THA", audio_encoder="resnet38"))
+    with pytest.raises(CheckpointError, match="the other audio encoder's checkpoints"):  # the profile's HTS-AT file
+        build_model(tiny("DP", audio_encoder="resnet38"))
 
 
 def test_concat_embeddings_pads_text_blocks():
@@ -119,3 +122,29 @@ def test_tha_max_audio_tokens_pools_the_audio_levels():
     assert sim.shape == (2, 4) and torch.isfinite(sim).all()
     with pytest.raises(ConfigError, match="tha_max_audio_tokens"):
         tiny("THA", tha_max_audio_tokens=-1)
+
+
+def _confidence(ca, e_text, e_audio):
+    """g_i = MLP([e_i^t, e_i^a]) written out (text first, section 2.4): (..., K, w) each -> (..., K)."""
+    return ca.fc2(torch.relu(ca.fc1(torch.cat([e_text, e_audio], dim=-1)))).squeeze(-1)
+
+
+def test_model_and_factor_analysis_pass_audio_and_text_factors_in_their_places():
+    from thadcr.evaluation import factor_analysis
+    from thadcr.factors import factor_correlation
+
+    torch.manual_seed(0)
+    model = build_model(tiny("DCR", factor_reduce="sum")).eval()
+    with torch.no_grad():
+        audio, text = model.encode_audio(_logmel(4)), model.encode_text(CAPTIONS)
+        sim = model.similarity(audio, text)  # (4 clips, 4 captions): a swap keeps the shape
+        cos = torch.nn.functional.cosine_similarity(audio.factors[:, None], text.factors[None], dim=-1)  # (4, 4, K)
+        g = _confidence(model.ca, text.factors[None].expand(4, -1, -1, -1), audio.factors[:, None].expand(-1, 4, -1, -1))
+        torch.testing.assert_close(sim, (g * cos).sum(-1))  # Eq. 4
+        caption_audio = [2, 0, 3, 1]
+        result = factor_analysis(model, audio, text, caption_audio)
+        matched = audio.factors[caption_audio]
+    want_c = factor_correlation(e_audio=matched, e_text=text.factors)  # rows text factors, columns audio
+    assert not torch.allclose(want_c, want_c.T)
+    torch.testing.assert_close(torch.as_tensor(result["C"]), want_c)
+    torch.testing.assert_close(torch.as_tensor(result["g_positive"]), _confidence(model.ca, text.factors, matched))

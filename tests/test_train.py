@@ -11,7 +11,11 @@ import torch
 
 import thadcr.train as train_module
 from thadcr.config import make_config
-from thadcr.train import RunError, evaluate_checkpoint, export_checkpoint, load_trained, resolve_device, train
+from thadcr.checkpoint import export_checkpoint, load_trained
+from thadcr.distributed import resolve_device
+from thadcr.errors import RunError
+from thadcr.evaluation import evaluate_checkpoint
+from thadcr.train import train
 
 
 def small_config(root, tmp_path, **changes):
@@ -32,7 +36,7 @@ def test_train_writes_every_output(synthetic_clotho, tmp_path):
         assert 0.0 <= saved["test"][key] <= 100.0
     for key in ("config", "git_commit", "git_dirty", "versions", "device", "seed", "wall_time_s", "best_epoch"):
         assert key in saved
-    assert saved["data"]["test"] == {"clips": 8, "captions": 40}
+    assert saved["data"]["test"] == {"clips": 8, "captions": 40, "missing": 0}
     log = (out / "log.csv").read_text().strip().splitlines()
     assert len(log) == 3 and log[0].startswith("epoch,loss,loss_S,loss_D,loss_A")
     factors = np.load(out / "factors.npz")
@@ -104,7 +108,8 @@ def test_cuda_request_without_cuda_stops_at_once():
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
-    """torchrun with 2 gloo processes, each with half the global batch, gives the same loss and gradients."""
+    """torchrun with 2 gloo processes, each with half the global batch, gives the same losses, gradients
+    and weights over two steps."""
     worker = Path(__file__).with_name("ddp_worker.py")
     single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one.pt")], capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]
@@ -124,17 +129,18 @@ def test_two_processes_match_one_process(tmp_path):
     scale = max(g.abs().max() for g in one["grads"].values())
     for name in one["grads"]:
         torch.testing.assert_close(two["grads"][name], one["grads"][name], rtol=1e-9, atol=1e-9 * scale, msg=name)
+    for name in one["weights"]:
+        torch.testing.assert_close(two["weights"][name], one["weights"][name], rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_git_dirty_says_whether_tracked_files_differ_from_head(monkeypatch):
-    import thadcr.train as train_module
+    from thadcr import provenance
 
     answers = {" M thadcr/alignment.py\n": True, "": False, None: None}
     for porcelain, want in answers.items():
-        monkeypatch.setattr(train_module, "_git", lambda *args, out=porcelain: out)
-        assert train_module.git_dirty() is want
-    monkeypatch.setattr(train_module, "_git", lambda *args: "0123abc\n")
-    assert train_module.git_commit() == "0123abc"
-    monkeypatch.setattr(train_module, "_git", lambda *args: None)
-    assert train_module.git_commit() is None
-
+        monkeypatch.setattr(provenance, "_git", lambda *args, out=porcelain: out)
+        assert provenance.git_dirty() is want
+    monkeypatch.setattr(provenance, "_git", lambda *args: "0123abc\n")
+    assert provenance.git_commit() == "0123abc"
+    monkeypatch.setattr(provenance, "_git", lambda *args: None)
+    assert provenance.git_commit() is None

@@ -21,6 +21,10 @@ words; the audio-enhanced side uses the clip's (M x M) Gram matrix when M <= d a
 t̂ (one batched matmul per block) when M > d, whichever costs fewer FLOPs. The backward pass is
 written by hand (`_Eq1`). Scoring runs in float32 (float64 when given float64), also for
 half-precision inputs and under autocast.
+
+`eq1_reference` is Eq. 1 for one pair written as the equation reads (every intermediate
+materialised, autograd for the gradient) and `reference_similarity` applies it pair by pair:
+the slow reference that the fast kernel's values and gradients are tested against.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ MAX_LAM = 30.0  # exp(-2 * lam) must stay a normal float32 (see _text_enhanced)
 DEFAULT_BLOCK_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
 LIVE_TENSORS = 6  # (clips, M, captions, N) tensors alive at once inside one block, forward
 REDUCES = ("mean", "sum")
+DIRECTIONS = ("text", "audio", "both")  # reference_similarity: text-enhanced, audio-enhanced, their sum
 LEVELS = ((2, 4), (3, 10), (4, 12))  # (HTS-AT stage, BERT block) paired per THA level (section 2.1)
 # Fixed cost of one more caption block, in padded word slots (see caption_blocks): a judgement of
 # what one more block's small operations cost, not tuned by a benchmark.
@@ -71,6 +76,62 @@ def _check_level(
         )
 
 
+# ----------------------------------------------------------------------------- Eq. 1 as written
+def eq1_reference(
+    queries: torch.Tensor, context: torch.Tensor, lam: float, reduce: str = "mean"
+) -> torch.Tensor:
+    """Eq. 1 for one pair, as written: queries q_m (M, d) attend over context c_n (N, d); score ().
+
+    Text-enhanced: the queries are the clip's audio tokens a_m and the context the caption's
+    valid words t_n (q̂_m = â_m); audio-enhanced: the roles swap (t̂_n). The score is the mean
+    (or, reduce="sum", the sum) over the queries of cos(q_m, q̂_m). eps as in the fast kernel:
+    the norms of q_m and c_n and the normaliser of s̄ are max(norm, EPS); a zero attended
+    vector gives cosine 0. Computed in the inputs' dtype (the tests use float64).
+    """
+    if reduce not in REDUCES:
+        raise ValueError(f"reduce={reduce!r} is not one of {REDUCES}")
+    norm = torch.linalg.vector_norm
+    q_norm = norm(queries, dim=-1).clamp_min(EPS)  # (M,) max(‖q_m‖, eps)
+    c_norm = norm(context, dim=-1).clamp_min(EPS)  # (N,) max(‖c_n‖, eps)
+    s = (queries @ context.T) / (q_norm[:, None] * c_norm)  # (M, N) s_mn = cos(q_m, c_n)
+    hinge = s.clamp_min(0)  # (M, N) [s_mn]+
+    s_bar = hinge / hinge.square().sum(dim=0).sqrt().clamp_min(EPS)  # (M, N) normalised over m
+    alpha = torch.softmax(lam * s_bar, dim=1)  # (M, N) softmax over the context n
+    attended = alpha @ context  # (M, d) q̂_m = sum_n alpha_mn c_n
+    tiny = torch.finfo(attended.dtype).tiny  # a zero q̂_m gives cosine 0
+    cos = (queries * attended).sum(-1) / (q_norm * norm(attended, dim=-1).clamp_min(tiny))  # (M,)
+    return cos.mean() if reduce == "mean" else cos.sum()
+
+
+def reference_similarity(
+    audio: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, lam: float, reduce: str = "mean",
+    direction: str = "both",
+) -> torch.Tensor:
+    """`eq1_reference` for every (clip, caption) pair, one pair at a time: (Na, Nt).
+
+    Same inputs as `tha_similarity_level`; padded words are left out. direction "text"
+    (text-enhanced), "audio" (audio-enhanced) or "both" (their sum, one THA level). Slow: for
+    tests and for reading, not for training.
+    """
+    _check_level(audio, text, text_mask, lam, reduce)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction={direction!r} is not one of {DIRECTIONS}")
+    rows = []
+    for tokens in audio:  # (M, d): the audio tokens a_m of one clip
+        row = []
+        for words, valid in zip(text, text_mask):  # (N, d), (N,): one caption
+            words = words[valid]  # (n, d): its valid words t_n
+            score = tokens.new_zeros(())
+            if direction in ("text", "both"):  # text-enhanced: each audio token attends over the words
+                score = score + eq1_reference(tokens, words, lam, reduce)
+            if direction in ("audio", "both"):  # audio-enhanced: each word attends over the audio tokens
+                score = score + eq1_reference(words, tokens, lam, reduce)
+            row.append(score)
+        rows.append(torch.stack(row))
+    return torch.stack(rows)  # (Na, Nt)
+
+
+# ----------------------------------------------------------------------------- the fast kernel
 def _unit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x (..., d) -> (x / max(|x|, eps), max(|x|, eps)), so that x = unit * norm exactly."""
     norm = torch.linalg.vector_norm(x, dim=-1).clamp_min(EPS)
@@ -109,8 +170,8 @@ class _Eq1(torch.autograd.Function):
     Autograd through these formulas kept a dozen (A, M, T, N) intermediates and its backward cost
     more than twice the forward. The backward here is derived by hand (each step's derivative is
     written next to it), saves five (A, M, T, N) tensors (and t̂ when M > d), leaves them intact (a retained graph can
-    be differentiated again), and is checked against autograd through a literal implementation of
-    the equation and against finite differences (tests/test_alignment.py).
+    be differentiated again), and is checked against autograd through `reference_similarity` and
+    against finite differences (tests/test_alignment.py).
     Inputs: unit audio tokens au (A, M, d) with their norms an (A, M), unit words tu (T, N, d;
     padded words 0) with their norms tn (T, N); text_weight and audio_weight as in `_block_scores`.
     """

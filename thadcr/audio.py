@@ -22,6 +22,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from thadcr.errors import ThadcrError
+
 __all__ = [
     "LogMel",
     "HTSATConfig",
@@ -66,7 +68,10 @@ class LogMel(nn.Module):
         fmax: float = 14000.0,
     ) -> None:
         super().__init__()
-        self.sample_rate, self.n_mels = sample_rate, n_mels
+        self.sample_rate, self.n_mels, self.hop = sample_rate, n_mels, hop
+        # Everything the output depends on: the log-mel cache is keyed by it (thadcr.datasets.LogMelCache).
+        self.settings = {"front_end": "htsat-logmel", "sample_rate": sample_rate, "n_fft": n_fft, "hop": hop,
+                         "n_mels": n_mels, "fmin": fmin, "fmax": fmax}
         self.spectrogram = torchaudio.transforms.Spectrogram(
             n_fft=n_fft, win_length=n_fft, hop_length=hop, window_fn=torch.hann_window,
             power=2.0, center=True, pad_mode="reflect", normalized=False,
@@ -527,7 +532,7 @@ class ResNet38(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ThadcrError, ValueError):
     """A checkpoint does not fit the encoder; the message names the file, key and what to do."""
 
 
@@ -562,7 +567,11 @@ def _read_state(path: str | Path, container: str, prefix: str) -> dict[str, torc
         ) from err
     state = ckpt.get(container, ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state dict (or {{'{container}': state dict}}) of tensors")
+        other = next((c for c in ("state_dict", "model") if c != container and isinstance(ckpt, dict) and c in ckpt), None)
+        hint = (f": it holds {{'{other}': ...}}, the container of the other audio encoder's checkpoints (HTS-AT: "
+                "'state_dict', ResNet38: 'model'); point audio_checkpoint at a checkpoint of this encoder, e.g. "
+                "checkpoints/tiny/resnet38-tiny.pth or checkpoints/tiny/htsat-tiny.ckpt") if other else ""
+        raise CheckpointError(f"{path}: expected a state dict (or {{'{container}': state dict}}) of tensors{hint}")
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return state

@@ -17,11 +17,19 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from thadcr.errors import ThadcrError
+
 CROP_MODES = ("random", "start", "center")
 SILENCE_DB = -80.0  # RMS level (dB re full scale 1.0) below which a clip counts as silent
 
 
-class AudioError(ValueError):
+def show_path(path: str | Path) -> str:
+    """A path as messages print it: ``repr(str(path))``, so that leading, trailing and double
+    spaces and control characters of published file names are visible."""
+    return repr(str(path))
+
+
+class AudioError(ThadcrError, ValueError):
     """An audio file cannot be used; the message names the file and says what to do.
 
     ``path`` and ``reason`` are kept as attributes so that callers (the dataset check, the
@@ -33,7 +41,7 @@ class AudioError(ValueError):
 
     @classmethod
     def at(cls, path: str | Path, reason: str, fix: str) -> "AudioError":
-        error = cls(f"{path}: {reason}. {fix}")
+        error = cls(f"{show_path(path)}: {reason}. {fix}")
         error.path, error.reason = str(path), reason
         return error
 

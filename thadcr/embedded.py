@@ -51,7 +51,9 @@ import torchaudio
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
+from thadcr import numerics
 from thadcr.datasets import atomic_write
+from thadcr.errors import ThadcrError
 
 # Package -> the folder (or container file) inside its tree that holds the audio.
 PACKAGES = {
@@ -85,7 +87,7 @@ NO_APT = (
 )
 
 
-class EmbeddedDataError(RuntimeError):
+class EmbeddedDataError(ThadcrError, RuntimeError):
     """The embedded data set cannot be built; the message says what is wrong and what to do."""
 
 
@@ -587,17 +589,19 @@ def load_recordings(recordings: list[Recording], readers: dict[str, Callable], s
                     ) -> tuple[dict[str, np.ndarray], list[Recording], list[tuple[str, str]]]:
     """Prepared audio {key: (samples,)} plus the updated recordings and [(key, reason)] drops.
 
-    Silent recordings are dropped; exact duplicates (identical decoded samples) of the same
-    class join the first one's group; duplicates across classes are dropped (ambiguous label).
+    Silent recordings are dropped; duplicates (identical samples once prepared: resampled,
+    trimmed, normalised, so that two files differing only in leading silence or gain count) of the
+    same class join the first one's group, hence its split; duplicates across classes are dropped
+    (ambiguous label). Without this, one recording could be heard in training and in the test set.
     """
     audio, kept, drops, first_of = {}, [], [], {}
     for recording in tqdm(recordings, desc="recordings", disable=not progress):
         raw, rate = readers[recording.key]()
-        digest = hashlib.sha256(np.ascontiguousarray(raw, np.float32).tobytes() + str(rate).encode()).hexdigest()
         wave = prepare_audio(raw, rate, sample_rate)
         if wave is None:
             drops.append((recording.key, "silent: all zeros or below -60 dBFS"))
             continue
+        digest = hashlib.sha256(wave.tobytes()).hexdigest()
         if digest in first_of:
             original = first_of[digest]
             if original.cls != recording.cls:
@@ -872,7 +876,9 @@ def build(out_dir: str | Path = "data/embedded", flavour: str = "all", packages_
     override the clip counts of the scene flavours (defaults in DEFAULT_SIZES).
     ``packages_dir`` defaults to ``<out_dir>/../packages``. Each flavour folder is skipped when
     its manifest matches the parameters; a partial build of the same parameters is finished.
+    Runs in portable numerics (`thadcr.numerics`), so the clips are the same bits on any x86-64 CPU.
     """
+    numerics.apply("portable")  # resampling and filtering give the same samples on every x86-64 CPU
     started = time.perf_counter()
     out_dir = Path(out_dir)
     flavours = FLAVOURS if flavour == "all" else (flavour,)
@@ -892,7 +898,7 @@ def build(out_dir: str | Path = "data/embedded", flavour: str = "all", packages_
             if n is not None and name != "labels":
                 sizes[split] = int(n)
         params[name] = {"flavour": name, "seed": seed, "sizes": sizes, "clip_seconds": clip_seconds,
-                        "sample_rate": sample_rate, "packages": versions, "code": code}
+                        "sample_rate": sample_rate, "packages": versions, "code": code, "numerics": "portable"}
     todo = [f for f in flavours if not _up_to_date(out_dir / f, _params_hash(params[f]))]
     for name in flavours:
         if name not in todo:

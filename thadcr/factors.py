@@ -5,6 +5,9 @@ latent factors of D/K dimensions (``FactorProjection``). On matching pairs, the 
 factor correlation matrix C (``factor_correlation``) gives the inter-factor decoupling loss L_D
 (off-diagonal) and the intra-factor alignment loss L_A (diagonal). The confidence-aware module
 (``ConfidenceAware``) weights the per-factor cosines into S_DCR (Eq. 4, ``dcr_similarity``).
+
+Audio and text factors have the same shape, so a swap would pass unnoticed: every function here
+takes them as keyword-only arguments ``e_audio=`` and ``e_text=``.
 """
 
 from __future__ import annotations
@@ -46,14 +49,14 @@ class FactorProjection(nn.Module):
         return self.proj(x).view(x.shape[0], self.n_factors, self.factor_dim)
 
 
-def factor_correlation(e_text: torch.Tensor, e_audio: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def factor_correlation(*, e_audio: torch.Tensor, e_text: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Cross-modal factor correlation C (K, K) of B matching pairs (section 2.3).
 
     Each factor dimension is standardised over the batch, z = (e - E[e]) / sqrt(Var[e] + eps)
     (mean and population variance over the B pairs), and
     C_ij = 1/(B * D/K) sum_b sum_d z^t_{b,i,d} z^a_{b,j,d}, i.e. E_{t,a}[(z_i^t)^T z_j^a] averaged
-    over the D/K dimensions, a correlation in [-1, 1].
-    e_text, e_audio: (B, K, D/K), row b of both is the same clip-caption pair.
+    over the D/K dimensions, a correlation in [-1, 1]: rows are text factors, columns audio factors.
+    e_audio, e_text: (B, K, D/K), row b of both is the same clip-caption pair.
     """
     _check_factors("e_text", e_text)
     if e_audio.shape != e_text.shape:
@@ -91,9 +94,10 @@ def alignment_loss(c: torch.Tensor) -> torch.Tensor:
 class ConfidenceAware(nn.Module):
     """Confidence-aware (CA) module, section 2.4: g_i = MLP([e_i^t, e_i^a]).
 
-    One MLP, Linear(2w -> hidden) -> ReLU -> Linear(hidden -> 1), shared by all K subspaces
-    (w = D/K; hidden defaults to 4w). As in the paper, the output has no activation: g_i is an
-    unconstrained real weight.
+    The paper: an MLP of "two linear layers and a ReLU". Ours: Linear(2w -> hidden) -> ReLU ->
+    Linear(hidden -> 1), one MLP shared by all K subspaces (w = D/K; hidden defaults to 4w, as in
+    DiCoSA's code; the paper gives neither). The paper names no output activation, so none is
+    applied: g_i is an unconstrained real weight (our reading).
     """
 
     def __init__(self, factor_dim: int, hidden: int | None = None) -> None:
@@ -112,15 +116,15 @@ class ConfidenceAware(nn.Module):
                 f"{tuple(e_audio.shape)} and e_text {tuple(e_text.shape)}"
             )
 
-    def forward(self, e_text: torch.Tensor, e_audio: torch.Tensor) -> torch.Tensor:
-        """Confidences of B matching pairs: e_text, e_audio (B, K, w) -> g (B, K)."""
+    def forward(self, *, e_audio: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
+        """Confidences g_i = MLP([e_i^t, e_i^a]) of B matching pairs: e_audio, e_text (B, K, w) -> g (B, K)."""
         self._check(e_audio, e_text)
         if e_audio.shape[0] != e_text.shape[0]:
             raise ValueError(f"forward takes matching pairs; got {e_text.shape[0]} texts, {e_audio.shape[0]} audios")
         e_hat = torch.cat([e_text, e_audio], dim=-1)  # (B, K, 2w)
         return self.fc2(F.relu(self.fc1(e_hat))).squeeze(-1)
 
-    def all_pairs(self, e_audio: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
+    def all_pairs(self, *, e_audio: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
         """Confidences of every clip-caption pair: (Na, K, w), (Nt, K, w) -> g (Na, Nt, K).
 
         Splitting fc1's weight W1 = [W1_t, W1_a] gives W1 [t; a] + b1 = W1_t t + (W1_a a + b1),
@@ -140,7 +144,7 @@ class ConfidenceAware(nn.Module):
         return torch.cat(out, dim=0)
 
 
-def _factor_cosines(e_audio: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
+def _factor_cosines(*, e_audio: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
     """cos(e_i^t, e_i^a) for every clip, caption and factor: (Na, Nt, K)."""
     _check_factors("e_audio", e_audio)
     _check_factors("e_text", e_text)
@@ -149,13 +153,15 @@ def _factor_cosines(e_audio: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor
     return torch.einsum("akd,tkd->atk", F.normalize(e_audio, dim=-1), F.normalize(e_text, dim=-1))
 
 
-def dcr_similarity(e_audio: torch.Tensor, e_text: torch.Tensor, ca: ConfidenceAware) -> torch.Tensor:
-    """S_DCR = sum_i g_i cos(e_i^t, e_i^a) (Eq. 4) for all pairs: (Na, K, w), (Nt, K, w) -> (Na, Nt)."""
-    sim = (ca.all_pairs(e_audio, e_text) * _factor_cosines(e_audio, e_text)).sum(dim=-1)
+def dcr_similarity(*, e_audio: torch.Tensor, e_text: torch.Tensor, ca: ConfidenceAware) -> torch.Tensor:
+    """S_DCR = sum_i g_i cos(e_i^t, e_i^a) (Eq. 4) for all pairs: e_audio (Na, K, w), e_text (Nt, K, w)
+    -> (Na, Nt)."""
+    weights = ca.all_pairs(e_audio=e_audio, e_text=e_text)  # (Na, Nt, K)
+    sim = (weights * _factor_cosines(e_audio=e_audio, e_text=e_text)).sum(dim=-1)
     assert sim.shape == (e_audio.shape[0], e_text.shape[0])
     return sim
 
 
-def uniform_factor_similarity(e_audio: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
+def uniform_factor_similarity(*, e_audio: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
     """sum_i cos(e_i^t, e_i^a) without CA weights (Table 3 rows "+L_D", "+L_D+L_A"): (Na, Nt)."""
-    return _factor_cosines(e_audio, e_text).sum(dim=-1)
+    return _factor_cosines(e_audio=e_audio, e_text=e_text).sum(dim=-1)

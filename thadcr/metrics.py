@@ -104,3 +104,50 @@ def chance_recall(n_items: int, n_relevant: int, k: int) -> float:
     if not 1 <= n_relevant <= n_items or k < 1:
         raise ValueError(f"need 1 <= n_relevant <= n_items and k >= 1, got {n_relevant}, {n_items}, {k}")
     return 100.0 * (1.0 - math.comb(n_items - n_relevant, k) / math.comb(n_items, k))
+
+
+def query_ranks(sim, caption_audio) -> dict[str, np.ndarray]:
+    """Each query's rank under the worst-case tie rule of :func:`retrieval_metrics` (which checks
+    the inputs, with its messages): ``t2a`` (Nt,) int64, the 1-based rank of each caption's clip
+    among all clips; ``a2t`` (Na,) int64, each clip's best rank among its correct captions.
+    ``recalls_from_ranks(**query_ranks(sim, ca))`` gives retrieval_metrics' six recalls."""
+    retrieval_metrics(sim, caption_audio)  # the input checks
+    s = _to_numpy(sim).astype(np.float64)  # (Na, Nt)
+    owner = _to_numpy(caption_audio)  # (Nt,)
+    correct = owner[None, :] == np.arange(s.shape[0])[:, None]  # (Na, Nt)
+    t2a = _worst_case_ranks(s.T, correct.T).argmax(axis=1) + 1  # (Nt,) captions rank clips
+    a2t = _worst_case_ranks(s, correct).argmax(axis=1) + 1  # (Na,) clips rank captions
+    return {"t2a": t2a.astype(np.int64), "a2t": a2t.astype(np.int64)}
+
+
+def recalls_from_ranks(t2a, a2t, weights=None, caption_audio=None) -> dict[str, float | np.ndarray]:
+    """The six recalls R@1/5/10 of both directions (percent) from :func:`query_ranks`' ranks.
+
+    t2a: (Nt,) caption ranks; a2t: (Na,) clip ranks. Without weights, t2a_Rk = 100 mean(t2a <= k)
+    and a2t_Rk = 100 mean(a2t <= k), exactly as retrieval_metrics. weights: (Na,) or (B, Na)
+    non-negative clip weights (e.g. bootstrap counts); a clip's weight also weighs its captions,
+    found through caption_audio (Nt,): t2a_Rk = 100 sum_q w_q hits_q / sum_q w_q n_q, with hits_q
+    the clip's captions ranked <= k and n_q its number of captions. Floats, or (B,) arrays for
+    (B, Na) weights.
+    """
+    t2a, a2t = np.asarray(t2a), np.asarray(a2t)
+    if t2a.ndim != 1 or a2t.ndim != 1:
+        raise ValueError(f"t2a and a2t must be 1-D rank arrays, got shapes {t2a.shape} and {a2t.shape}")
+    if weights is None:
+        out = {f"t2a_R{k}": 100.0 * float(np.mean(t2a <= k)) for k in KS}
+        return out | {f"a2t_R{k}": 100.0 * float(np.mean(a2t <= k)) for k in KS}
+    w = np.asarray(weights, dtype=np.float64)  # (Na,) or (B, Na)
+    owner = None if caption_audio is None else np.asarray(caption_audio)
+    if owner is None or owner.shape != t2a.shape:
+        raise ValueError(f"weights need caption_audio with one clip index per caption, shape {t2a.shape}")
+    if w.ndim not in (1, 2) or w.shape[-1] != a2t.shape[0] or (w < 0).any():
+        raise ValueError(f"weights must be non-negative, shape ({a2t.shape[0]},) or (B, {a2t.shape[0]}), got {w.shape}")
+    n_audio = a2t.shape[0]
+    t2a_hits = np.stack([np.bincount(owner, weights=t2a <= k, minlength=n_audio) for k in KS], axis=1)  # (Na, 3)
+    a2t_hits = np.stack([a2t <= k for k in KS], axis=1).astype(np.float64)  # (Na, 3)
+    captions = np.bincount(owner, minlength=n_audio).astype(np.float64)  # (Na,)
+    t2a_r = 100.0 * (w @ t2a_hits) / (w @ captions)[..., None]  # (..., 3)
+    a2t_r = 100.0 * (w @ a2t_hits) / w.sum(axis=-1)[..., None]  # (..., 3)
+    recalls = np.concatenate([t2a_r, a2t_r], axis=-1)  # (..., 6)
+    names = [f"{d}_R{k}" for d in ("t2a", "a2t") for k in KS]
+    return {name: float(recalls[i]) if w.ndim == 1 else recalls[:, i] for i, name in enumerate(names)}

@@ -149,8 +149,8 @@ class RetrievalModel(nn.Module):
 
     # ----------------------------------------------------------------- encoders
     def encode_audio(self, logmel: torch.Tensor) -> Embeddings:
-        """logmel (B, frames, 64) -> the audio side of every similarity the variant uses."""
-        assert logmel.dim() == 3 and logmel.shape[-1] == 64, f"expected (B, frames, 64), got {tuple(logmel.shape)}"
+        """logmel (B, frames, mel bins) -> the audio side of every similarity the variant uses
+        (the encoder checks the shape against its own number of mel bins)."""
         out = self.audio_encoder(logmel)
         return Embeddings(
             tha=self.tha.project_audio(out.stages) if self.uses_tha else None,
@@ -172,6 +172,11 @@ class RetrievalModel(nn.Module):
             factors=self.text_factors(out.cls) if self.uses_factors else None,
         )
 
+    def forward(self, logmel: torch.Tensor, captions: list[str] | TextOutput) -> tuple[Embeddings, Embeddings]:
+        """Both sides of a batch: (audio embeddings, text embeddings). Training calls the model
+        this way, so that DistributedDataParallel sees the forward pass it wraps."""
+        return self.encode_audio(logmel), self.encode_text(captions)
+
     def scoring_parameters(self) -> list[nn.Parameter]:
         """Parameters applied to pairs of embeddings (after the encoders): the CA module's."""
         return list(self.ca.parameters()) if self.uses_ca else []
@@ -186,9 +191,9 @@ class RetrievalModel(nn.Module):
             parts.append(F.normalize(audio.dp, dim=-1) @ F.normalize(text.dp, dim=-1).T)
         if self.uses_factors:
             factor_sim = (
-                dcr_similarity(audio.factors, text.factors, self.ca)
+                dcr_similarity(e_audio=audio.factors, e_text=text.factors, ca=self.ca)
                 if self.uses_ca
-                else uniform_factor_similarity(audio.factors, text.factors)
+                else uniform_factor_similarity(e_audio=audio.factors, e_text=text.factors)
             )
             parts.append(factor_sim / self.config.n_factors if self.config.factor_reduce == "mean" else factor_sim)
         sim = parts[0]
@@ -199,9 +204,7 @@ class RetrievalModel(nn.Module):
 
     def loss(self, logmel: torch.Tensor, text: list[str] | TextOutput, clip_ids: torch.Tensor | None = None) -> dict:
         """L = L_S + alpha L_D + beta L_A for a batch of matching (clip, caption) pairs."""
-        audio_emb = self.encode_audio(logmel)
-        text_emb = self.encode_text(text)
-        return self.loss_from_embeddings(audio_emb, text_emb, clip_ids)
+        return self.loss_from_embeddings(*self(logmel, text), clip_ids)
 
     def loss_from_embeddings(
         self, audio_emb: Embeddings, text_emb: Embeddings, clip_ids: torch.Tensor | None = None
@@ -212,7 +215,7 @@ class RetrievalModel(nn.Module):
         zero = loss_s.new_zeros(())
         loss_d, loss_a = zero, zero
         if self.uses_factors:
-            corr = factor_correlation(text_emb.factors.float(), audio_emb.factors.float())
+            corr = factor_correlation(e_audio=audio_emb.factors.float(), e_text=text_emb.factors.float())
             loss_d = decoupling_loss(corr)
             loss_a = alignment_loss(corr)
         total = loss_s + self.loss_weights["alpha"] * loss_d + self.loss_weights["beta"] * loss_a

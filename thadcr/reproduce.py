@@ -15,11 +15,9 @@ import argparse
 import concurrent.futures
 import dataclasses
 import datetime as dt
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -32,9 +30,12 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from thadcr.config import Config, ConfigError, make_config, parse_override
+from thadcr import numerics
+from thadcr.config import KEYS_ADDED, Config, ConfigError, describe_keys, make_config, parse_override
 from thadcr.datasets import atomic_write_bytes
+from thadcr.errors import ThadcrError
 from thadcr.metrics import chance_recall
+from thadcr.provenance import machine, package_versions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.py"
@@ -47,6 +48,7 @@ METRICS = ("t2a_R1", "t2a_R5", "t2a_R10", "a2t_R1", "a2t_R5", "a2t_R10")
 EXTRA_METRICS = ("t2a_mAP10", "a2t_mAP10")  # ours only: the paper reports no mAP@10
 TINY_DATA_ROOTS = {"audiocaps": "data/embedded/audiocaps", "clotho": "data/embedded/clotho"}
 PANNS_CHECKPOINT = "checkpoints/ResNet38_mAP=0.434.pth"
+TINY_RESNET38_CHECKPOINT = "checkpoints/tiny/resnet38-tiny.pth"  # `thadcr pretrain` (docs/decisions/pretrain.md)
 
 # Paper section 3.1: K = 8, alpha = 0.01, beta = 0.005.
 _PAPER = {"audio_encoder": "htsat", "n_factors": 8, "alpha": 0.01, "beta": 0.005}
@@ -94,7 +96,7 @@ TABLE_DATASET = {1: "audiocaps", 2: "clotho", 3: "audiocaps", 4: "audiocaps", 5:
 SEEDED_TABLES = (1,)  # the paper repeats Table 1 over 3 seeds; the others are single runs
 
 
-class ReproduceError(RuntimeError):
+class ReproduceError(ThadcrError, RuntimeError):
     """A plan, a results folder or a results file is unusable; the message says what to do."""
 
 
@@ -146,6 +148,7 @@ class Run:
             "device": "auto",
             "overrides": {"audio_encoder": self.audio_encoder, **dict(self.overrides)},
             "resume": resume,
+            "progress": "lines",
         }
 
 
@@ -195,8 +198,9 @@ def plan(
 def config_for(profile: str, dataset: str, overrides: dict[str, Any] | None = None) -> Config:
     """The Config of one run: profile ``tiny`` (embedded data) or ``paper`` (paper-<dataset>.yaml).
 
-    On the paper profile a ResNet38 run loads the PANNs checkpoint unless ``audio_checkpoint``
-    is given (the paper profiles name the HTS-AT one).
+    A ResNet38 run loads the profile's ResNet38 checkpoint unless ``audio_checkpoint`` is given
+    (the profiles name the HTS-AT one): the PANNs one on the paper profile, the narrow ResNet38
+    tagger of ``thadcr pretrain`` on the tiny profile.
     """
     _check_profile(profile)
     if dataset not in DATASETS:
@@ -204,10 +208,9 @@ def config_for(profile: str, dataset: str, overrides: dict[str, Any] | None = No
     overrides = dict(overrides or {})
     if profile == "tiny":
         overrides.setdefault("data_root", TINY_DATA_ROOTS[dataset])
-        return make_config("tiny", overrides)
     if overrides.get("audio_encoder") == "resnet38":
-        overrides.setdefault("audio_checkpoint", PANNS_CHECKPOINT)
-    return make_config(f"paper-{dataset}", overrides)
+        overrides.setdefault("audio_checkpoint", TINY_RESNET38_CHECKPOINT if profile == "tiny" else PANNS_CHECKPOINT)
+    return make_config("tiny" if profile == "tiny" else f"paper-{dataset}", overrides)
 
 
 def config_from_parameters(parameters: dict[str, Any]) -> Config:
@@ -251,8 +254,8 @@ def is_complete(run_dir: Path) -> bool:
 def stale_settings(run: Run, run_dir: Path) -> dict[str, tuple[Any, Any]]:
     """Keys whose value in a finished run's metrics.json differs from the plan's config now:
     key -> (recorded, planned). A key the run did not record (Config gained it later) matches when
-    the plan leaves it at its Config default, which keeps the behaviour from before the key
-    existed; otherwise it shows as ``"<absent>"``."""
+    the plan sets it to its value in `thadcr.config.KEYS_ADDED`, which keeps the behaviour from
+    before the key existed; otherwise it shows as ``"<absent>"``."""
     metrics_path = run_dir / "metrics.json"
     try:
         recorded = json.loads(metrics_path.read_text())["config"]
@@ -261,13 +264,13 @@ def stale_settings(run: Run, run_dir: Path) -> dict[str, tuple[Any, Any]]:
             f"{metrics_path}: cannot read the run's recorded config ({error}); move the folder away to re-run it"
         ) from error
     planned = json.loads(json.dumps(run.config().to_dict()))
-    defaults = json.loads(json.dumps(Config().to_dict()))
+    earlier = json.loads(json.dumps(KEYS_ADDED))
     differences = {}
     for key, value in planned.items():
         if key in recorded:
             if recorded[key] != value:
                 differences[key] = (recorded[key], value)
-        elif value != defaults[key]:
+        elif key not in earlier or value != earlier[key]:
             differences[key] = ("<absent>", value)
     return differences
 
@@ -294,13 +297,20 @@ def check_not_stale(runs: Sequence[Run], root: Path) -> None:
 
 
 def papermill_executor(notebook: Path, output: Path, parameters: dict[str, Any], log: Path) -> int:
-    """Run papermill in a child process (one kernel per run); returns its exit status."""
+    """Run papermill in a child process (one kernel per run); returns its exit status.
+
+    The kernel shows no progress bars (``TQDM_DISABLE``, the hub's and transformers' switches): a
+    notebook keeps every update of a bar, and the run logs one plain line per epoch instead. It
+    starts with the environment of the run's numerics mode (`thadcr.numerics.environment`).
+    """
     command = [
         sys.executable, "-m", "papermill", str(notebook), str(output),
         "-y", json.dumps(parameters), "-k", "python3", "-l", "python", "--cwd", os.getcwd(), "--no-progress-bar",
     ]  # fmt: skip
+    quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    env = {**numerics.environment(config_from_parameters(parameters).numerics), **quiet}
     with open(log, "w") as stream:
-        return subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=False).returncode
+        return subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=False, env=env).returncode
 
 
 Executor = Callable[[Path, Path, dict[str, Any], Path], int]
@@ -311,7 +321,7 @@ def _execute_one(run: Run, notebook: Path, root: Path, executor: Executor) -> tu
     run_dir = root / run.run_id
     resume = run_dir.exists()  # an earlier attempt left files: continue it
     run_dir.mkdir(parents=True, exist_ok=True)
-    partial, final = run_dir / "run.ipynb.partial", run_dir / "run.ipynb"
+    partial, final = run_dir / "run.partial.ipynb", run_dir / "run.ipynb"  # papermill wants .ipynb names
     log = run_dir / "papermill.log"
     status = executor(notebook, partial, run.parameters(run_dir.resolve(), resume), log)
     if partial.exists():
@@ -416,10 +426,6 @@ def _run_all(
 
 
 # ----------------------------------------------------------------------------- rendering
-def machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
-
-
 def load_paper_results(path: Path = PAPER_RESULTS) -> pd.DataFrame:
     """The paper's Tables 1-5 (long format: table, method, metric, mean, std)."""
     if not path.is_file():
@@ -456,7 +462,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def table_frame(
     table: int, expected: dict[str, list[str]], metrics: dict[str, dict], paper: pd.DataFrame
 ) -> pd.DataFrame:
-    """Long table: one row per (method, metric) with ours (mean, std over seeds), paper, diff.
+    """Long table: one row per (method, metric) with ours (mean, std over seeds) and the paper's.
 
     expected: setting_id -> planned run ids; metrics: run_id -> metrics.json of finished runs.
     """
@@ -473,69 +479,9 @@ def table_frame(
             rows.append({
                 "table": table, "method": method, "metric": metric,
                 "ours_mean": mean, "ours_std": std, "n_runs": len(values),
-                "paper_mean": paper_mean, "paper_std": paper_std, "difference": mean - paper_mean,
+                "paper_mean": paper_mean, "paper_std": paper_std,
                 "runs": ";".join(found), "missing": ";".join(r for r in planned if r not in found),
             })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-# The paper's claims about its tables (section 3.2-3.3), checked on the recall sum R-sum (the six
-# recalls added up): "chain" claims a strictly increasing order, "best" a row above the others.
-CLAIMS: tuple[tuple[int, str, str, tuple[str, ...]], ...] = (
-    (1, "chain", "DP (ResNet38) < DP (HTSAT)", ("DP (ResNet38)", "DP (HTSAT)")),
-    (1, "chain", "DP (HTSAT) < THA < THA+DP", ("DP (HTSAT)", "THA", "THA+DP")),
-    (1, "chain", "DP (HTSAT) < DCR", ("DP (HTSAT)", "DCR")),
-    (1, "best", "THA+DCR is the best method", ("THA+DCR", "DP (ResNet38)", "DP (HTSAT)", "THA", "THA+DP", "DCR")),
-    (2, "chain", "DP (HTSAT) < THA < THA+DP", ("DP (HTSAT)", "THA", "THA+DP")),
-    (2, "best", "THA+DCR is the best method", ("THA+DCR", "DP (HTSAT)", "THA", "THA+DP", "DCR")),
-    (3, "chain", "DP < +L_D < +L_D+L_A < full DCR", ("DP (HTSAT)", "DP+LD", "DP+LD+LA", "DCR")),
-    (4, "best", "K = 8 is the best number of factors", ("K=8", "K=6", "K=10")),
-    (5, "best", "alpha = 0.01 is the best alpha", ("alpha=0.01", "alpha=0.005", "alpha=0.02")),
-    (5, "best", "beta = 0.005 is the best beta", ("beta=0.005", "beta=0.001", "beta=0.01")),
-)
-
-
-def _rsum(test: dict[str, float]) -> float:
-    return sum(float(test[m]) for m in METRICS)
-
-
-def orderings(expected: dict[str, list[str]], metrics: dict[str, dict], paper: pd.DataFrame) -> pd.DataFrame:
-    """For each claim of CLAIMS: does it hold in the paper's numbers and in ours (R-sum)?
-
-    Ours uses the mean R-sum over the finished seeds of each row; `spread` is the largest
-    standard deviation of R-sum over seeds among the rows involved (NaN for single runs), and
-    `smallest_gap` the smallest difference the claim relies on, so a reader can see whether an
-    ordering is larger than the seed-to-seed noise.
-    """
-    rows = []
-    for table, kind, claim, methods in CLAIMS:
-        settings = dict(TABLE_ROWS[table])
-        ours, spreads, paper_rsum = {}, [], {}
-        for method in methods:
-            planned = expected.get(setting_id(TABLE_DATASET[table], **settings[method]), [])
-            values = [_rsum(metrics[r]["test"]) for r in planned if r in metrics]
-            mean, std = _mean_std(values)
-            ours[method] = mean
-            spreads.append(std)
-            ref = paper[(paper.table == table) & (paper.method == method) & (paper.metric.isin(METRICS))]
-            paper_rsum[method] = float(ref["mean"].sum()) if len(ref) == len(METRICS) else math.nan
-
-        def holds(values: dict[str, float]) -> bool | None:
-            if any(math.isnan(v) for v in values.values()):
-                return None
-            v = [values[m] for m in methods]
-            return all(a < b for a, b in zip(v, v[1:])) if kind == "chain" else all(v[0] > x for x in v[1:])
-
-        ordered = [ours[m] for m in methods]
-        gaps = [b - a for a, b in zip(ordered, ordered[1:])] if kind == "chain" else [ordered[0] - x for x in ordered[1:]]
-        finite = [x for x in spreads if not math.isnan(x)]
-        rows.append({
-            "table": table, "claim": claim, "holds_in_paper": holds(paper_rsum), "holds_in_ours": holds(ours),
-            "ours_rsum": "; ".join(f"{m} {ours[m]:.1f}" for m in methods),
-            "paper_rsum": "; ".join(f"{m} {paper_rsum[m]:.1f}" for m in methods),
-            "smallest_gap": min(gaps) if gaps and not any(math.isnan(g) for g in gaps) else math.nan,
-            "spread": max(finite) if finite else math.nan,
-        })  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -564,7 +510,8 @@ def learning_frame(metrics: dict[str, dict]) -> pd.DataFrame:
 
 
 def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) -> dict[str, Any]:
-    """Write results/<profile>/tables/table{1..5}.csv, orderings.csv, learning.csv and summary.json from the finished runs.
+    """Write results/<profile>/tables/table{1..5}.csv, claims.csv (`thadcr.claims`), learning.csv and
+    summary.json from the finished runs.
 
     A table row averages every planned seed of its setting (so Table 3's DCR row, shared with
     Table 1, is the 3-seed mean, as in the paper). Returns the summary.
@@ -587,8 +534,10 @@ def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) ->
         atomic_write_bytes(tables_dir / f"table{table}.csv", frame.to_csv(index=False, float_format="%.4f").encode())
     learning = learning_frame(metrics)
     atomic_write_bytes(tables_dir / "learning.csv", learning.to_csv(index=False, float_format="%.2f").encode())
-    claims = orderings(expected, metrics, paper)
-    atomic_write_bytes(tables_dir / "orderings.csv", claims.to_csv(index=False, float_format="%.2f").encode())
+    from thadcr.claims import claims_frame  # thadcr.claims builds on this module
+
+    claims = claims_frame(root, full, paper)
+    atomic_write_bytes(tables_dir / "claims.csv", claims.to_csv(index=False, float_format="%.2f").encode())
     summary = _summary(profile, full, metrics, root)
     atomic_write_bytes(root / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
@@ -628,7 +577,7 @@ def _summary(profile: str, full: list[Run], metrics: dict[str, dict], root: Path
             "run_machines": _unique(m.get("machine") for m in metrics.values()),
             "execute_machines": _unique(e.get("machine") for e in executions),
         },
-        "versions": {"render": _versions(), "runs": run_versions[0] if run_versions else None},
+        "versions": {"render": package_versions(), "runs": run_versions[0] if run_versions else None},
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -637,45 +586,43 @@ def _unique(items: Iterable[Any]) -> list[Any]:
     return [json.loads(text) for text in sorted({json.dumps(item, sort_keys=True) for item in items if item})]
 
 
-def _versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("thadcr", "torch", "numpy", "pandas", "papermill", "jupytext"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def paper_layout(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """A table CSV in the paper's layout: rows (method, then ours / paper / diff), columns direction x R@k."""
+    """A table CSV in the paper's layout: rows (method, then ours / paper), columns direction x R@k
+    and R-sum, the six recalls added (what the claims compare, `thadcr.claims`)."""
     columns = pd.MultiIndex.from_tuples(
         [(direction, f"R@{k}") for direction in ("Text-to-Audio", "Audio-to-Text") for k in (1, 5, 10)]
+        + [("", "R-sum")]
     )
     methods = list(dict.fromkeys(frame["method"]))
-    index = pd.MultiIndex.from_product([methods, ["ours", "paper", "diff"]], names=["method", ""])
+    index = pd.MultiIndex.from_product([methods, ["ours", "paper"]], names=["method", ""])
     out = pd.DataFrame("", index=index, columns=columns)
 
-    def fmt(mean: float, std: float, signed: bool = False) -> str:
+    def fmt(mean: float, std: float = math.nan) -> str:
         if math.isnan(mean):
             return "missing"
-        text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
-        return text if math.isnan(std) else f"{text} ± {std:.{digits}f}"
+        return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
-    for row in frame.itertuples():
-        if row.metric not in METRICS:
-            continue
+    recalls = frame[frame.metric.isin(METRICS)]
+    for row in recalls.itertuples():
         column = columns[METRICS.index(row.metric)]
         out.loc[(row.method, "ours"), column] = fmt(row.ours_mean, row.ours_std)
         out.loc[(row.method, "paper"), column] = fmt(row.paper_mean, row.paper_std)
-        out.loc[(row.method, "diff"), column] = fmt(row.difference, math.nan, signed=True)
+    sums = recalls.groupby("method", sort=False)[["ours_mean", "paper_mean"]].sum(min_count=len(METRICS))
+    for method, row in sums.iterrows():
+        out.loc[(method, "ours"), ("", "R-sum")] = fmt(row.ours_mean)
+        out.loc[(method, "paper"), ("", "R-sum")] = fmt(row.paper_mean)
     return out
 
 
 # ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``thadcr reproduce``."""
-    parser.add_argument("--profile", required=True, choices=PROFILES, help="tiny (embedded data, CPU) or paper")
+    """The options of ``thadcr reproduce``; the help's epilog lists the keys ``--set`` takes."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = describe_keys(exclude=PLAN_KEYS)
+    parser.add_argument(
+        "--profile", required=True, choices=PROFILES,
+        help="tiny (embedded data, CPU) or paper (profiles paper-audiocaps and paper-clotho, GPUs)",
+    )  # fmt: skip
     parser.add_argument("--tables", default="1,2,3,4,5", help="comma-separated table numbers (default 1,2,3,4,5)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the Table 1 rows (default 3)")
     parser.add_argument("--shard", default=None, help="i/n: run only every n-th run starting at i (0-based)")
@@ -683,12 +630,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default="results", help="results folder (default results)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="change a Config key in every run (repeatable), e.g. --set epochs=6 with --results results/epochs6",
+        help="change a key in every run (repeatable; the keys below, the value read as YAML), "
+        "e.g. --set epochs=6 with --results results/epochs6",
     )  # fmt: skip
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Plan, execute this shard, render the tables; exit status 1 when a run failed, 2 on bad input."""
+    """Plan, execute this shard, render the tables. Exit status 2 on a bad option (nothing runs),
+    1 when a run failed or the results folder cannot be used, else 0."""
     try:
         try:
             tables = [int(t) for t in args.tables.split(",") if t.strip()]
@@ -698,12 +647,19 @@ def run_from_args(args: argparse.Namespace) -> int:
             overrides = dict(parse_override(text) for text in args.set)
         except ConfigError as error:
             raise ReproduceError(str(error)) from None
+        if args.jobs < 1:
+            raise ReproduceError(f"--jobs {args.jobs}: give the number of runs at once, 1 or more")
+        parse_shard(args.shard)
         runs = plan(args.profile, tables, args.seeds, overrides)
+    except ReproduceError as error:
+        print(f"thadcr reproduce: error: {error}", file=sys.stderr)
+        return 2
+    try:
         record = execute(runs, args.results, jobs=args.jobs, shard=args.shard)
         render(args.profile, args.results, seeds=args.seeds)
     except ReproduceError as error:
         print(f"thadcr reproduce: error: {error}", file=sys.stderr)
-        return 2
+        return 1
     print(
         f"{len(record['done'])} run(s) done, {len(record['skipped'])} already complete, "
         f"{len(record['failed'])} failed; tables in {Path(args.results) / args.profile / 'tables'}"
@@ -712,9 +668,10 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="thadcr reproduce", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    """``python -m thadcr.reproduce``: the same as ``thadcr reproduce``, exit statuses included."""
+    from thadcr.cli import main as thadcr_main
+
+    return thadcr_main(["reproduce", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

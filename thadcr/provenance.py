@@ -1,0 +1,52 @@
+"""What a result was made with: the code's commit, the package versions, the machine.
+
+Recorded in every run's metrics.json and in the reproduction's summary, so a reader can tell
+whether a figure is theirs to repeat.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("thadcr", "torch", "torchaudio", "transformers", "numpy", "soundfile", "pandas", "papermill", "jupytext")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """The checkout's HEAD commit (None outside a git checkout)."""
+    out = _git("rev-parse", "HEAD")
+    return out.strip() or None if out else None
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from HEAD, i.e. the code that ran is not exactly `git_commit()`."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Python's version and each installed package's (None when absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine() -> dict[str, Any]:
+    """The platform, processor architecture and number of CPUs of this machine."""
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
