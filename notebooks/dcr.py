@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent,ipynb
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -19,11 +19,34 @@
 # > [...] For the former, we minimize mutual information among different latent factors [...]
 # > For the latter, we maximize mutual information for each latent factor pair separately"
 #
-# The global text vector $\bar t$ ([CLS]) and audio vector $\bar a$ (pooled HTS-AT) are each cut
-# into $K$ latent factors. Two losses act on the cross-modal correlation matrix $C$ of the
-# factors of matching pairs: $\mathcal{L}_D$ pushes different factors apart (off-diagonal of
-# $C$ to 0), $\mathcal{L}_A$ pulls the same factor of text and audio together (diagonal to 1).
-# This page checks each piece against a literal loop and on examples whose answer is known.
+# The global text vector $\bar t$ ([CLS]) and audio vector $\bar a$ (pooled HTS-AT) are each
+# projected into $K$ latent factors, $e_k = W_k \bar t$. Two losses act on the cross-modal
+# correlation matrix $C$ of the factors of matching pairs: $\mathcal{L}_D$ pushes different
+# factors apart (off-diagonal of $C$ to 0), $\mathcal{L}_A$ pulls the same factor of text and
+# audio together (diagonal to 1). This page checks each piece against a literal loop and on
+# examples whose answer is known. The closest public code is DiCoSA's
+# ({cite}`jin2023dicosa`, the paper's ref [24]), for text and video.
+#
+# :::{admonition} The paper says / we chose
+# :class: note
+#
+# | value or decision | source |
+# |---|---|
+# | $K$ factors per modality, $e_k^t = W_k^t \bar t$ and $e_k^a = W_k^a \bar a$, $W_k \in \mathbb{R}^{D/K \times D}$, no bias | paper, 2.3 |
+# | $K = 8$, $\alpha = 0.01$, $\beta = 0.005$ | paper, 3.1 |
+# | the $K$ matrices $W_k$ stored as one bias-free `Linear(in_dim, K * D/K)` whose output is split into $K$ parts (exactly the $K$ projections) | ours (same function, one matrix product) |
+# | the factors act on $\bar a$ and $\bar t$ directly, not on DP's projection | paper ($e_k = W_k \bar t$) |
+# | mutual information (Eq. 2) measured implicitly through $C$ and Eq. 3 | paper, 2.3 |
+# | $z = (e - \mathbb{E}[e]) / \sqrt{\mathrm{Var}[e]}$ over the batch of matching pairs, $C_{i,j} = \mathbb{E}_{t,a}[(z_i^t)^\top z_j^a]$ | paper, 2.3 |
+# | $C$ divided by the $D/K$ dimensions, so that $C \in [-1, 1]$ and $C_{i,i} = 1$ is reachable | ours |
+# | $\epsilon = 10^{-5}$ added to the variance | ours |
+# | $\mathcal{L}_D = \sum_i \sum_{j \ne i} C_{i,j}^2$, $\mathcal{L}_A = \sum_i (1 - C_{i,i})^2$, $\mathcal{L} = \mathcal{L}_S + \alpha \mathcal{L}_D + \beta \mathcal{L}_A$ | paper, 2.3 |
+# | $C$ over the matching pairs of each training batch | ours (the paper writes an expectation over text-audio pairs) |
+# | factor size $\lfloor D/K \rfloor$ when $K$ does not divide $D$ | ours |
+#
+# The reasons are in the [reproduction notes](../book/reproduction-notes.md) (factors and
+# losses).
+# :::
 
 # %%
 import math
@@ -48,11 +71,21 @@ setup()  # offline, seeded; the repository root becomes the working folder
 # $$E^t = [e_1^t, \ldots, e_K^t], \quad e_k^t = W_k^t \bar t \in \mathbb{R}^{D/K}, \qquad
 # E^a = [e_1^a, \ldots, e_K^a], \quad e_k^a = W_k^a \bar a.$$
 #
-# `FactorProjection` stores the $K$ matrices stacked in one bias-free `Linear`; row block $k$ of
-# its weight is $W_k$.
+# `FactorProjection` computes the $K$ projections with one bias-free `Linear` from the input
+# size to $K \cdot D/K$ outputs, and splits its output into $K$ consecutive parts of $D/K$.
+# Stacking the matrices $W_1, \ldots, W_K$ on top of each other gives one
+# $(K \cdot D/K) \times D$ matrix $W$, and $W \bar t$ is the $K$ products $W_k \bar t$ one
+# after the other: rows $k D/K$ to $(k+1) D/K - 1$ of the weight are $W_k$, so the split output
+# is exactly the $K$ separate projections, computed in one matrix product. The loop below
+# checks it.
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.factors import FactorProjection, alignment_loss, decoupling_loss, factor_correlation
+from thadcr.factors import (
+    FactorProjection,
+    alignment_loss,
+    decoupling_loss,
+    factor_correlation,
+)
 
 show(FactorProjection)
 
@@ -68,24 +101,41 @@ for b in range(B):
     for k in range(K):
         W_k = weight[k * w : (k + 1) * w]  # (D/K, in_dim)
         assert np.allclose(W_k @ t_bar[b].numpy(), factors[b, k].detach().numpy())
-print(f"t_bar {tuple(t_bar.shape)} -> factors {tuple(factors.shape)} = (B, K, D/K); e_k = W_k t_bar checked")
+print(f"t_bar {tuple(t_bar.shape)} -> factors {tuple(factors.shape)} = (B, K, D/K); "
+      "e_k = W_k t_bar checked")
 
 # %% [markdown]
-# ## The correlation matrix $C$
+# ## Mutual information (Eq. 2) and the correlation matrix $C$
 #
-# The mutual information of Eq. 2 is not computed directly. Each factor is standardised over
-# the batch of $B$ matching pairs and the cross-modal covariance is taken:
+# The paper states both losses in terms of mutual information. For a text factor $e_i^t$ and
+# an audio factor $e_j^a$,
+#
+# $$I\left(e_i^t; e_j^a\right) = \mathbb{E}_{t,a}\left[p\left(e_i^t, e_j^a\right)
+# \log \frac{p\left(e_i^t, e_j^a\right)}{p\left(e_i^t\right) p\left(e_j^a\right)}\right]
+# \qquad (2)$$
+#
+# measures how much knowing one factor tells about the other: it is 0 when they are
+# independent and large when one nearly determines the other. The goal is a large $I$ for the
+# same factor in both modalities ($i = j$: the text factor and the audio factor describe the
+# same semantic element) and a small $I$ for different factors ($i \ne j$: each factor carries
+# its own element). Mutual information is hard to estimate, so the paper measures it
+# "implicitly" through a correlation. Each factor is standardised over the batch of $B$
+# matching pairs and the cross-modal covariance is taken:
 #
 # $$z^t = \frac{e^t - \mathbb{E}[e^t]}{\sqrt{\mathrm{Var}[e^t]}}, \quad
 # z^a = \frac{e^a - \mathbb{E}[e^a]}{\sqrt{\mathrm{Var}[e^a]}}, \qquad
 # C_{i,j} = \mathbb{E}_{t,a}\big[(z_i^t)^\top z_j^a\big],$$
 #
-# and Eq. 3 reads $C$ as matching probabilities,
-# $p(e_i, e_j) = C_{i,j} / \sum_{k=1}^{K} C_{k,j}$. The package divides the inner product by the
-# $D/K$ dimensions, so that $C$ is a correlation in $[-1, 1]$ and $C_{i,i} = 1$ is reachable (with
-# a plain inner product $C_{i,i}$ of identical factors would be $D/K$, and $(1 - C_{i,i})^2$ could
-# never vanish); it also adds $\epsilon = 10^{-5}$ to the variance. The literal version below
-# follows the formula as written, loops over batch and dimensions, float64:
+# and reads $C$ as matching probabilities (Eq. 3),
+# $p(e_i, e_j) = C_{i,j} / \sum_{k=1}^{K} C_{k,j}$, so that a small $C_{i,j}$ stands for a
+# small $I(e_i^t; e_j^a)$. Hence the two losses below act on $C$: its off-diagonal should
+# vanish and its diagonal be 1.
+#
+# The package divides the inner product by the $D/K$ dimensions, so that $C$ is a correlation
+# in $[-1, 1]$ and $C_{i,i} = 1$ is reachable (with a plain inner product $C_{i,i}$ of identical
+# factors would be $D/K$, and $(1 - C_{i,i})^2$ could never vanish); it also adds
+# $\epsilon = 10^{-5}$ to the variance. Both are our choices. The literal version below follows
+# the formula as written, loops over batch and dimensions, float64:
 
 # %% tags=["nbval-ignore-output"]
 show(factor_correlation)
@@ -93,7 +143,7 @@ show(factor_correlation)
 
 # %%
 def correlation_literal(e_t: np.ndarray, e_a: np.ndarray) -> np.ndarray:
-    """C of section 2.3 with loops: e_t, e_a (B, K, D/K) factors of B matching pairs -> (K, K)."""
+    """C with loops: e_t, e_a (B, K, D/K) factors of B matching pairs -> (K, K)."""
     B, K, w = e_t.shape
 
     def standardise(e: np.ndarray) -> np.ndarray:
@@ -110,7 +160,8 @@ def correlation_literal(e_t: np.ndarray, e_a: np.ndarray) -> np.ndarray:
     C = np.zeros((K, K))
     for i in range(K):
         for j in range(K):
-            C[i, j] = sum(z_t[b, i] @ z_a[b, j] for b in range(B)) / B / w  # E over pairs, per dimension
+            # expectation over the pairs, per dimension
+            C[i, j] = sum(z_t[b, i] @ z_a[b, j] for b in range(B)) / B / w
     return C
 
 
@@ -122,25 +173,31 @@ def losses_literal(C: np.ndarray) -> tuple[float, float]:
     return L_D, L_A
 
 
-gen = torch.Generator().manual_seed(1)  # the examples' own random numbers, independent of any layer's init
+# the examples' own random numbers, independent of any layer's initialisation
+gen = torch.Generator().manual_seed(1)
 e_t = torch.randn(16, 4, 3, dtype=torch.float64, generator=gen)
-e_a = 0.5 * e_t + torch.randn(16, 4, 3, dtype=torch.float64, generator=gen)  # partly aligned factors
-C = factor_correlation(e_t, e_a)
+noise = torch.randn(16, 4, 3, dtype=torch.float64, generator=gen)
+e_a = 0.5 * e_t + noise  # partly aligned factors
+C = factor_correlation(e_audio=e_a, e_text=e_t)  # (K, K): rows text, columns audio
 assert C.shape == (4, 4)
 C_literal = correlation_literal(e_t.numpy(), e_a.numpy())
-assert np.allclose(C.numpy(), C_literal, atol=1e-4)  # the package's eps = 1e-5 is the only difference
-assert np.allclose(losses_literal(C_literal), (decoupling_loss(C).item(), alignment_loss(C).item()), atol=1e-3)
-print(f"C {tuple(C.shape)}: package and loops agree to {np.abs(C.numpy() - C_literal).max():.1e}")
+# the package's eps = 1e-5 is the only difference
+assert np.allclose(C.numpy(), C_literal, atol=1e-4)
+package_losses = (decoupling_loss(C).item(), alignment_loss(C).item())
+assert np.allclose(losses_literal(C_literal), package_losses, atol=1e-3)
+gap = np.abs(C.numpy() - C_literal).max()
+print(f"C {tuple(C.shape)}: package and loops agree to {gap:.1e}")
 print(C.numpy())
 
 # %% [markdown]
 # ## $\mathcal{L}_D$ and $\mathcal{L}_A$ on examples with known answers
 #
-# $$\mathcal{L}_D = \sum_i \sum_{j \ne i} C_{i,j}^2, \qquad \mathcal{L}_A = \sum_i (1 - C_{i,i})^2.$$
+# $$\mathcal{L}_D = \sum_i \sum_{j \ne i} C_{i,j}^2, \qquad
+# \mathcal{L}_A = \sum_i (1 - C_{i,i})^2.$$
 #
-# Factors built from columns of a Hadamard matrix are standardised ($\pm 1$, mean 0, variance 1)
-# and mutually orthogonal over the batch, so $C$ is known exactly: with $K = 4$ factors of 2
-# dimensions over $B = 16$ pairs,
+# Factors built from columns of a Hadamard matrix are standardised ($\pm 1$, mean 0,
+# variance 1) and mutually orthogonal over the batch, so $C$ is known exactly: with $K = 4$
+# factors of 2 dimensions over $B = 16$ pairs,
 #
 # - identical text and audio factors: $C = I$, so $\mathcal{L}_D = 0$ and $\mathcal{L}_A = 0$;
 # - audio factors a cyclic permutation of the text factors: $C$ is that permutation matrix,
@@ -152,8 +209,10 @@ print(C.numpy())
 # %%
 hadamard = np.array([[1.0]])
 for _ in range(4):
-    hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])  # 16 x 16, orthogonal columns
-base = torch.tensor(hadamard[:, 1:9]).view(16, 4, 2)  # (B=16, K=4, D/K=2); column 0 (constant) skipped
+    # 16 x 16, orthogonal columns
+    hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
+# (B=16, K=4, D/K=2); column 0 (constant) skipped
+base = torch.tensor(hadamard[:, 1:9]).view(16, 4, 2)
 random_pair = torch.randn(2, 256, 4, 2, dtype=torch.float64, generator=gen)
 examples = {
     "identical": (base, base),
@@ -161,17 +220,20 @@ examples = {
     "negated": (base, -base),
     "random": (random_pair[0], random_pair[1]),
 }
-expected = {"identical": np.eye(4), "permuted": np.eye(4)[[1, 2, 3, 0]].T, "negated": -np.eye(4)}
+expected = {"identical": np.eye(4), "permuted": np.eye(4)[[1, 2, 3, 0]].T,
+            "negated": -np.eye(4)}
 rows, matrices = {}, {}
 for name, (text_factors, audio_factors) in examples.items():
-    C = factor_correlation(text_factors, audio_factors)
+    C = factor_correlation(e_audio=audio_factors, e_text=text_factors)
     C_lit = correlation_literal(text_factors.numpy(), audio_factors.numpy())
     assert np.allclose(C.numpy(), C_lit, atol=1e-4), name
     if name in expected:
         assert np.allclose(C.numpy(), expected[name], atol=1e-4), name
     L_D, L_A = decoupling_loss(C).item(), alignment_loss(C).item()
-    assert np.allclose((L_D, L_A), losses_literal(C_lit), atol=1e-3), name
-    rows[name] = {"L_D": L_D, "L_A": L_A, "L_D (loops)": losses_literal(C_lit)[0], "L_A (loops)": losses_literal(C_lit)[1]}
+    loops = losses_literal(C_lit)
+    assert np.allclose((L_D, L_A), loops, atol=1e-3), name
+    rows[name] = {"L_D": L_D, "L_A": L_A,
+                  "L_D (loops)": loops[0], "L_A (loops)": loops[1]}
     matrices[name] = C.numpy()
 table = pd.DataFrame(rows).T
 assert np.allclose(table.loc["identical", ["L_D", "L_A"]], [0, 0], atol=1e-6)
@@ -185,8 +247,9 @@ table.round(3)
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
 for ax, (name, C) in zip(axes, matrices.items()):
     im = ax.imshow(C, cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set(title=f"{name}: L_D={rows[name]['L_D']:.2f}, L_A={rows[name]['L_A']:.2f}", xlabel="audio factor j",
-           ylabel="text factor i", xticks=range(4), yticks=range(4))
+    losses = f"L_D={rows[name]['L_D']:.2f}, L_A={rows[name]['L_A']:.2f}"
+    ax.set(title=f"{name}: {losses}", xlabel="audio factor j", ylabel="text factor i",
+           xticks=range(4), yticks=range(4))
     ax.title.set_fontsize(9)
 fig.colorbar(im, ax=axes, fraction=0.02)
 fig.suptitle("C for the four examples (target: the identity)")
@@ -204,8 +267,8 @@ e_t = torch.randn(6, 3, 2, dtype=torch.float64, generator=gen).requires_grad_()
 e_a = torch.randn(6, 3, 2, dtype=torch.float64, generator=gen).requires_grad_()
 
 
-def weighted(e_t: torch.Tensor, e_a: torch.Tensor, alpha: float = 0.01, beta: float = 0.005) -> torch.Tensor:
-    C = factor_correlation(e_t, e_a)
+def weighted(e_t: torch.Tensor, e_a: torch.Tensor, alpha=0.01, beta=0.005):
+    C = factor_correlation(e_audio=e_a, e_text=e_t)
     return alpha * decoupling_loss(C) + beta * alignment_loss(C)
 
 
@@ -215,45 +278,56 @@ g_t, g_a = torch.autograd.grad(before, (e_t, e_a))
 with torch.no_grad():
     after = weighted(e_t - 10.0 * g_t, e_a - 10.0 * g_a)
 assert after < before
-print(f"gradcheck passed; one step lowers alpha L_D + beta L_A: {before.item():.5f} -> {after.item():.5f}")
+print(f"gradcheck passed; one step lowers alpha L_D + beta L_A: "
+      f"{before.item():.5f} -> {after.item():.5f}")
 
 # %% [markdown]
 # ## $C$ before and after training
 #
-# A run of a variant with factors (`DCR`, `THA+DCR`, `DP+LD`, `DP+LD+LA`) writes `factors.npz`:
-# $C$ on the matching pairs of the test split, with the initial model (`C_initial`) and the
-# tested epoch (`C_trained`). The runs of `thadcr reproduce --profile tiny` land in
-# `results/tiny/runs/<run>/`.
+# A run of a variant with factors (`DCR`, `THA+DCR`, `DP+LD`, `DP+LD+LA`) writes
+# `factors.npz`: $C$ on the matching pairs of the test split, with the initial model
+# (`C_initial`) and the tested epoch (`C_trained`). This page reads the DCR run of Table 1 with
+# the paper's settings ($K = 8$, $\alpha = 0.01$, $\beta = 0.005$, seed 0), by its run id, from
+# the runs of `thadcr reproduce --profile tiny` under `results/tiny/runs/`. The sentence under
+# the figure is computed from the file.
 
 # %% tags=["nbval-ignore-output"]
-runs = sorted(Path("results/tiny/runs").glob("*/factors.npz"))
-preferred = [p for p in runs if p.parent.name.startswith("audiocaps-DCR-htsat-K8-")]
-if not runs:
-    print(
-        "No results/tiny/runs/*/factors.npz yet. Make one with `thadcr reproduce --profile tiny --tables 3` "
-        "(all factor variants) or train one DCR run with notebooks/train.py "
-        "(`papermill ... -p variant DCR -p out_dir results/tiny/runs/audiocaps-DCR-htsat-K8-a0.01-b0.005-s0`)."
-    )
+from IPython.display import Markdown, display
+
+from thadcr.notebook import factor_loss_sentence, table1_run_id
+
+run_id = table1_run_id("DCR")  # audiocaps-DCR-htsat-K8-a0.01-b0.005-s0
+path = Path("results/tiny/runs") / run_id / "factors.npz"
+if not path.is_file():
+    display(Markdown(
+        f"`{path}` is missing: make it with `thadcr reproduce --profile tiny "
+        "--tables 1`, or train that one run with notebooks/train.py "
+        "(`papermill ... -p variant DCR "
+        f"-p out_dir results/tiny/runs/{run_id}`)."
+    ))
 else:
-    path = (preferred or runs)[0]
     saved = np.load(path)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     for ax, key in zip(axes, ("C_initial", "C_trained")):
-        C = saved[key]
-        L_D, L_A = losses_literal(C)
-        im = ax.imshow(C, cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set(title=f"{key}: L_D={L_D:.2f}, L_A={L_A:.2f}", xlabel="audio factor j", ylabel="text factor i")
+        L_D, L_A = losses_literal(saved[key])
+        im = ax.imshow(saved[key], cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set(title=f"{key}: L_D={L_D:.2f}, L_A={L_A:.2f}", xlabel="audio factor j",
+               ylabel="text factor i")
     fig.colorbar(im, ax=axes, fraction=0.03)
-    fig.suptitle(f"{path.parent.name} (test split)")
+    fig.suptitle(f"{run_id} (test split)")
     plt.show()
+    display(Markdown(factor_loss_sentence(saved["C_initial"], saved["C_trained"])))
 
 # %% [markdown]
 # ## Summary
 #
-# - $e_k = W_k \bar x$: $K$ linear maps to $D/K$ dimensions, stored as one `Linear`.
-# - $C$ standardises each factor dimension over the batch of matching pairs and correlates text
-#   factor $i$ with audio factor $j$; the package divides by $D/K$ so that $C \in [-1, 1]$.
+# - $e_k = W_k \bar x$: $K$ linear maps to $D/K$ dimensions, computed as one `Linear` whose
+#   output is split into $K$ parts.
+# - Eq. 2's mutual information is not computed: $C$ stands in for it. $C$ standardises each
+#   factor dimension over the batch of matching pairs and correlates text factor $i$ with
+#   audio factor $j$; the package divides by $D/K$ so that $C \in [-1, 1]$.
 # - $\mathcal{L}_D$ (off-diagonal) and $\mathcal{L}_A$ (diagonal) vanish exactly when $C = I$,
 #   i.e. each text factor matches its own audio factor and no other; permuted or negated
 #   factors are penalised as computed above.
-# - Next: [confidence-aware aggregation](ca.py) turns the factors into the similarity $S_{DCR}$.
+# - Next: [confidence-aware aggregation](ca.py) turns the factors into the similarity
+#   $S_{DCR}$.

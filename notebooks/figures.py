@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: ipynb,py:percent
+#     formats: py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -12,12 +12,14 @@
 # ---
 
 # %% [markdown]
-# # Figures: ablations, variants, training curves, factors
+# # Figures: claims, ablations, training curves, factors
 #
-# Everything here is read from the files `thadcr reproduce` writes under `results/<profile>/`:
-# the table CSVs (ours and the paper's values), each run's `log.csv`, and `factors.npz` (the
-# factor correlation C of Eq. 3's covariance and the confidence weights g_i of the CA module,
-# section 2.4). A figure whose inputs are missing says which files it needs.
+# Everything here is read from the files `thadcr reproduce` writes under
+# `results/<profile>/`: the claims table (`tables/claims.csv`, effects with 95 % intervals),
+# each run's `log.csv`, and `factors.npz` (the factor correlation $C$ of section 2.3 and the
+# confidence weights $g_i$ of the CA module, section 2.4). A figure whose inputs are missing
+# says which file it needs. Our effects are R-sum differences on a small CPU data set; the
+# paper's are on AudioCaps and Clotho: compare the signs and the intervals, not the sizes.
 
 # %% tags=["parameters"]
 profile = "tiny"  # "tiny" or "paper"
@@ -33,7 +35,9 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from matplotlib.ticker import MaxNLocator
 
-from thadcr.reproduce import METRICS, REPO_ROOT
+from thadcr.claims import forest_plot
+from thadcr.notebook import confidence_sentence, factor_loss_sentence, table1_run_id
+from thadcr.reproduce import REPO_ROOT
 
 sns.set_theme(style="whitegrid")
 root = (Path(results_dir) if results_dir else REPO_ROOT / "results") / profile
@@ -43,141 +47,143 @@ def note(text):
     display(Markdown(f"*{text}*"))
 
 
-def load_table(number):
-    """A table CSV in long form with one row per (method, metric, source), or None when absent."""
-    path = root / "tables" / f"table{number}.csv"
-    if not path.is_file():
-        note(f"{path} is missing: run `thadcr reproduce --profile {profile}` first.")
-        return None
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    frame = frame[frame["metric"].isin(METRICS)]
-    empty = sorted(frame.loc[frame["n_runs"] == 0, "method"].unique())
-    if empty:
-        note(f"Table {number}: no finished run yet for {', '.join(empty)}.")
-    ours = frame.assign(source="ours", value=frame["ours_mean"], std=frame["ours_std"])
-    paper = frame.assign(source="paper", value=frame["paper_mean"], std=frame["paper_std"])
-    long = pd.concat([ours, paper], ignore_index=True)[["method", "metric", "source", "value", "std", "runs"]]
-    long["direction"] = long["metric"].str[:3].map({"t2a": "text-to-audio", "a2t": "audio-to-text"})
-    long["recall"] = "R@" + long["metric"].str.split("_R").str[1]
-    return long
+def missing(path):
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    note(f"{shown} is missing: run `thadcr reproduce --profile {profile}` first.")
 
 
-def first_run(long, method):
-    """The first finished run id of a method (seed 0 when present), or None."""
-    runs = long.loc[(long["method"] == method) & (long["source"] == "ours"), "runs"].dropna()
-    return runs.iloc[0].split(";")[0] if len(runs) and runs.iloc[0] else None
-
+claims_path = root / "tables" / "claims.csv"
+claims = pd.read_csv(claims_path) if claims_path.is_file() else None
 
 # %% [markdown]
-# ## Recall against the number of latent factors K (Table 4)
+# ## Every claim: our effect with its interval, and the paper's
+#
+# One row per claim of the paper (the Tables page lists them): our R-sum difference between
+# the better and the worse row, with its 95 % interval (coloured by the verdict), the paper's
+# difference as a black diamond, and zero as a vertical line. A claim holds here when its
+# whole interval lies right of zero.
 
 # %%
-t4 = load_table(4)
-if t4 is not None:
-    t4["K"] = t4["method"].str.removeprefix("K=").astype(int)
-    grid = sns.relplot(t4, x="K", y="value", hue="recall", style="source", col="direction",
-                       kind="line", markers=True, height=3.5, aspect=1.2)
-    grid.set(xticks=sorted(t4["K"].unique()), ylabel="recall (%)")
+if claims is None:
+    missing(claims_path)
+else:
+    decided = claims.dropna(subset=["effect"])
+    if len(decided) < len(claims):
+        left = ", ".join(f"T{r.table} {r.claim}" for r in claims.itertuples()
+                         if pd.isna(r.effect))
+        note(f"No paired runs yet for: {left}.")
+    if len(decided):
+        forest_plot(decided.reset_index(drop=True))
+        plt.show()
 
 # %% [markdown]
-# ## Sensitivity to alpha (weight of L_D) and beta (weight of L_A) (Table 5)
+# ## K, alpha and beta: changes from the default setting (Tables 4 and 5)
+#
+# The paper's Tables 4 and 5 change one of $K$, $\alpha$, $\beta$ from its default
+# ($K = 8$, $\alpha = 0.01$, $\beta = 0.005$) and claim that the default is best. Below, each
+# other value's R-sum minus the default's: ours with its 95 % interval (the claim's interval,
+# mirrored), the paper's as a black diamond. The default is 0 by definition; a point below 0
+# means the default did better.
+
 
 # %%
-t5 = load_table(5)
-if t5 is not None:
-    t5[["parameter", "setting"]] = t5["method"].str.split("=", expand=True)
-    t5["setting"] = t5["setting"].astype(float)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row")
-    for row, direction in enumerate(("text-to-audio", "audio-to-text")):
-        for col, parameter in enumerate(("alpha", "beta")):
-            part = t5[(t5["parameter"] == parameter) & (t5["direction"] == direction)]
-            sns.lineplot(part, x="setting", y="value", hue="recall", style="source", markers=True, ax=axes[row, col],
-                         legend=(row, col) == (0, 1))
-            axes[row, col].set(xscale="log", xlabel=parameter, ylabel="recall (%)", title=f"{direction}, {parameter}")
-            settings = sorted(part["setting"].unique())
-            axes[row, col].set_xticks(settings, [f"{v:g}" for v in settings])
-            axes[row, col].minorticks_off()
-    sns.move_legend(axes[0, 1], "upper left", bbox_to_anchor=(1.02, 1))
+def changes(table: int, parameter: str) -> pd.DataFrame:
+    """The claims of one table about one parameter: (value, change from the default)."""
+    about = claims["claim"].str.startswith(parameter)
+    rows = claims[(claims["table"] == table) & about]
+    worse = rows["claim"].str.split(" > ").str[1]  # e.g. "K=6"
+    return pd.DataFrame({
+        "value": worse.str.split("=").str[1].astype(float),
+        "ours": -rows["effect"].to_numpy(),
+        "low": -rows["ci_high"].to_numpy(),
+        "high": -rows["ci_low"].to_numpy(),
+        "paper": -rows["paper_effect"].to_numpy(),
+        "verdict": rows["verdict"].to_numpy(),
+    })
+
+
+panels = ((4, "K", 8.0), (5, "alpha", 0.01), (5, "beta", 0.005))
+if claims is None:
+    missing(claims_path)
+else:
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    for ax, (table, parameter, default) in zip(axes, panels):
+        frame = changes(table, parameter)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.plot([default], [0], "o", color="tab:blue", label="default (0)")
+        ok = frame.dropna(subset=["ours"])
+        ax.errorbar(ok["value"], ok["ours"], fmt="o", capsize=3, color="tab:blue",
+                    yerr=[ok["ours"] - ok["low"], ok["high"] - ok["ours"]],
+                    label="ours, 95 % interval")
+        ax.scatter(frame["value"], frame["paper"], marker="D", color="black", zorder=3,
+                   label="paper")
+        values = sorted({default, *frame["value"]})
+        ax.set_xscale("linear" if parameter == "K" else "log")
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+        ax.set(title=f"Table {table}: {parameter}", xlabel=parameter)
+    axes[0].set_ylabel("R-sum change from the default")
+    axes[-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-
-
-# %% [markdown]
-# ## Variants against the paper (Tables 1 and 2)
-# Bars: mean over seeds; error bars: sample standard deviation (Table 1, where the paper gives
-# it too); Table 2 is a single run per variant.
-
-# %%
-def variant_bars(long, title):
-    methods = list(dict.fromkeys(long["method"]))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharey="row")
-    width = 0.4
-    for ax, metric in zip(axes.flat, METRICS):
-        for offset, source in ((-width / 2, "ours"), (width / 2, "paper")):
-            part = long[(long["metric"] == metric) & (long["source"] == source)].set_index("method").loc[methods]
-            ax.bar(np.arange(len(methods)) + offset, part["value"], width, yerr=part["std"].fillna(0),
-                   capsize=3, label=source)
-        ax.set_xticks(np.arange(len(methods)), methods, rotation=35, ha="right")
-        ax.set_title(metric.replace("_", " "))
-    axes[0, 0].set_ylabel("recall (%)")
-    axes[1, 0].set_ylabel("recall (%)")
-    axes[0, 0].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-
-
-t1, t2 = load_table(1), load_table(2)
-for table, title in ((t1, "Table 1 (AudioCaps)"), (t2, "Table 2 (Clotho)")):
-    if table is not None:
-        variant_bars(table, title)
+    plt.show()
 
 # %% [markdown]
-# ## Training curves of the variants (Table 1, first seed)
+# ## Training curves of the variants (Table 1, seed 0)
+#
+# The training loss $\mathcal{L}$ and the validation text-to-audio R@1 after each epoch, from
+# each run's `log.csv` (the run of each method with the default settings and seed 0).
 
 # %%
 curves = []
-if t1 is not None:
-    for method in dict.fromkeys(t1["method"]):
-        run_id = first_run(t1, method)
-        path = root / "runs" / str(run_id) / "log.csv"
-        if run_id is None or not path.is_file():
-            note(f"no training log for {method} ({path if run_id else 'no finished run'}).")
-            continue
+methods = ("DP (ResNet38)", "DP (HTSAT)", "THA", "THA+DP", "DCR", "THA+DCR")
+for method in methods:
+    path = root / "runs" / table1_run_id(method) / "log.csv"
+    if path.is_file():
         curves.append(pd.read_csv(path).assign(method=method))
+    else:
+        missing(path)
 if curves:
     curves = pd.concat(curves, ignore_index=True)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     sns.lineplot(curves, x="epoch", y="loss", hue="method", marker="o", ax=axes[0])
     axes[0].set_title("training loss L")
-    sns.lineplot(curves, x="epoch", y="val_t2a_R1", hue="method", marker="o", ax=axes[1])
+    sns.lineplot(curves, x="epoch", y="val_t2a_R1", hue="method", marker="o",
+                 ax=axes[1])
     axes[1].set(title="validation text-to-audio R@1", ylabel="R@1 (%)")
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
+    plt.show()
 
 # %% [markdown]
-# ## Factor correlation C before and after training, and the confidence weights g_i
-# C is computed on the matching test pairs (section 2.3): decoupling (L_D) pushes the
-# off-diagonal entries to 0, alignment (L_A) the diagonal to 1. g_i is the CA module's
-# confidence (section 2.4) for matching and non-matching caption-clip pairs.
+# ## Factor correlation $C$ before and after training, and the confidence weights $g_i$
+#
+# $C$ is computed on the matching test pairs (section 2.3): decoupling ($\mathcal{L}_D$)
+# pushes the off-diagonal entries to 0, alignment ($\mathcal{L}_A$) the diagonal to 1. $g_i$ is
+# the CA module's confidence (section 2.4) for matching and non-matching caption-clip pairs.
+# Both come from the THA+DCR run of Table 1 with the default settings and seed 0 (the DCR run
+# when that one is missing), read by its run id; the sentences below the figures are computed
+# from the file.
 
 # %%
-factors = None
-if t1 is not None:
-    for method in ("THA+DCR", "DCR"):
-        run_id = first_run(t1, method)
-        path = root / "runs" / str(run_id) / "factors.npz"
-        if run_id is not None and path.is_file():
-            factors, factors_method = np.load(path), method
-            break
-if factors is None:
-    note("no factors.npz from a THA+DCR or DCR run of Table 1 yet.")
-else:
+factors, factors_run = None, None
+for method in ("THA+DCR", "DCR"):
+    path = root / "runs" / table1_run_id(method) / "factors.npz"
+    if path.is_file():
+        factors, factors_run = np.load(path), path.parent.name
+        break
+    missing(path)
+if factors is not None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
-    for ax, key, title in zip(axes, ("C_initial", "C_trained"), ("untrained", "trained")):
+    keys = (("C_initial", "untrained"), ("C_trained", "trained"))
+    for ax, (key, title) in zip(axes, keys):
         image = ax.imshow(factors[key], vmin=-1, vmax=1, cmap="vlag")
         ax.grid(False)
-        ax.set(title=f"C {title} ({factors_method})", xlabel="audio factor j", ylabel="text factor i")
+        ax.set(title=f"C {title}", xlabel="audio factor j", ylabel="text factor i")
     fig.colorbar(image, ax=axes, shrink=0.8)
+    fig.suptitle(factors_run)
+    plt.show()
+    display(Markdown(factor_loss_sentence(factors["C_initial"], factors["C_trained"])))
 
 # %%
 if factors is not None and "g_positive" in factors.files:
@@ -185,8 +191,12 @@ if factors is not None and "g_positive" in factors.files:
         pd.DataFrame({"g": factors["g_positive"].ravel(), "pair": "matching"}),
         pd.DataFrame({"g": factors["g_negative"].ravel(), "pair": "non-matching"}),
     ])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.histplot(weights, x="g", hue="pair", stat="density", common_norm=False, element="step", ax=ax)
-    ax.set_title(f"confidence weights g_i on the test set ({factors_method})")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.histplot(weights, x="g", hue="pair", stat="density", common_norm=False,
+                 element="step", ax=ax)
+    ax.set_title(f"confidence weights g_i on the test set ({factors_run})")
+    plt.show()
+    display(Markdown(confidence_sentence(factors["g_positive"], factors["g_negative"])))
 elif factors is not None:
-    note("factors.npz holds no confidence weights (g_positive, g_negative).")
+    note(f"{factors_run}/factors.npz holds no confidence weights "
+         "(g_positive, g_negative).")

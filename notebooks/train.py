@@ -34,6 +34,7 @@ out_dir = "results/manual/run"
 device = "auto"  # "auto" (CUDA when present), "cpu", "cuda:0", ...
 overrides = {}  # other Config keys, e.g. {"audio_encoder": "resnet38"}
 resume = False  # continue an interrupted run in out_dir
+progress = "bar"  # "bar", "lines" (one line per epoch; thadcr reproduce) or "none"
 
 # %%
 from pathlib import Path
@@ -59,7 +60,7 @@ pd.Series(config.to_dict(), name="value").to_frame()
 # file of the run (log.csv, checkpoints, metrics.json last) is written to `out_dir`.
 
 # %%
-metrics = train(config, out_dir, resume=resume, progress=True)
+metrics = train(config, out_dir, resume=resume, progress=progress)
 
 # %% [markdown]
 # ## Training curves
