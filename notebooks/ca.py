@@ -30,7 +30,7 @@
 # |---|---|
 # | $g_i = \mathrm{MLP}(\hat e_i)$ with $\hat e_i = [e_i^t, e_i^a]$ (text first), "two linear layers and a ReLU activation function" | paper, 2.4 |
 # | the MLP as Linear $\to$ ReLU $\to$ Linear, nothing after it ($g_i$ any real number) | our reading, as in DiCoSA's code ({cite}`jin2023dicosa`) |
-# | hidden size $4w$ ($w = D/K$): $2w \to 4w \to 1$ | DiCoSA's code; the paper gives no size |
+# | hidden size $4w$ ($w = D/K$): $2w \to 4w \to 1$ | ours, following DiCoSA's code; the paper gives no size |
 # | one MLP shared by the $K$ subspaces | ours, as DiCoSA; the paper writes one $\mathrm{MLP}$ for every $i$ |
 # | $S_{DCR} = \sum_{i=1}^{K} g_i \cos(e_i^t, e_i^a)$ (Eq. 4) | paper |
 # | the sum over $K$ in the paper profiles; divided by $K$ in the tiny profile (`factor_reduce: mean`) | ours, for training from little data on the CPU |
@@ -61,16 +61,17 @@ setup(precision=4)  # offline, seeded; the repository root becomes the working f
 # %% [markdown]
 # ## Confidence weights $g_i = \mathrm{MLP}([e_i^t, e_i^a])$
 #
-# > "for the $i$-th subspace, we concatenate the latent factor $e_i^t$ with the latent factor
-# > $e_i^a$ to form the input $\hat e_i = [e_i^t, e_i^a] \in \mathbb{R}^{2D/K}$ [...]
-# > $g_i = \mathrm{MLP}(\hat e_i)$, where MLP consists of two linear layers and a ReLU"
+# > "for the $i$-th subspace, we concatenate the latent factor $e_i^t \in \mathbb{R}^{D/K}$ with
+# > the latent factor $e_i^a \in \mathbb{R}^{D/K}$ to form the input
+# > $\hat e_i = [e_i^t, e_i^a] \in \mathbb{R}^{2D/K}$ [...] $g_i = \mathrm{MLP}(\hat e_i)$,
+# > where MLP consists of two linear layers and a ReLU activation function"
 #
 # $$g_i = W_2 \, \mathrm{ReLU}\big(W_1 [e_i^t; e_i^a] + b_1\big) + b_2 .$$
 #
 # The package reads "two linear layers and a ReLU" as this formula, with no activation after
 # the second layer, so $g_i$ is any real number. One MLP ($2w \to 4w \to 1$, $w = D/K$) is
-# shared by the $K$ subspaces; the hidden size $4w$ and the sharing follow DiCoSA's code (the
-# paper gives neither).
+# shared by the $K$ subspaces; the hidden size $4w$ and the sharing are our choices, taken from
+# DiCoSA's code (the paper gives neither).
 
 # %% tags=["nbval-ignore-output"]
 from thadcr.factors import CA_BLOCK_ELEMENTS, ConfidenceAware, dcr_similarity

@@ -37,10 +37,10 @@
 # | the $K$ matrices $W_k$ stored as one bias-free `Linear(in_dim, K * D/K)` whose output is split into $K$ parts (exactly the $K$ projections) | ours (same function, one matrix product) |
 # | the factors act on $\bar a$ and $\bar t$ directly, not on DP's projection | paper ($e_k = W_k \bar t$) |
 # | mutual information (Eq. 2) measured implicitly through $C$ and Eq. 3 | paper, 2.3 |
-# | $z = (e - \mathbb{E}[e]) / \sqrt{\mathrm{Var}[e]}$ over the batch of matching pairs, $C_{i,j} = \mathbb{E}_{t,a}[(z_i^t)^\top z_j^a]$ | paper, 2.3 |
+# | $z = (e - \mathbb{E}[e]) / \sqrt{\mathrm{Var}[e]}$, $C_{i,j} = \mathbb{E}_{t,a}[(z_i^t)^\top z_j^a]$ | paper, 2.3 |
 # | $C$ divided by the $D/K$ dimensions, so that $C \in [-1, 1]$ and $C_{i,i} = 1$ is reachable | ours |
 # | $\epsilon = 10^{-5}$ added to the variance | ours |
-# | $\mathcal{L}_D = \sum_i \sum_{j \ne i} C_{i,j}^2$, $\mathcal{L}_A = \sum_i (1 - C_{i,i})^2$, $\mathcal{L} = \mathcal{L}_S + \alpha \mathcal{L}_D + \beta \mathcal{L}_A$ | paper, 2.3 |
+# | $\mathcal{L}_D = \sum_i \sum_{j \ne i} C_{i,j}^2$, $\mathcal{L}_A = \sum_i (1 - C_{i,i})^2$, $\mathcal{L} = \mathcal{L}_S + \alpha \mathcal{L}_D + \beta \mathcal{L}_A$ | paper, 2.3 ($\mathcal{L}$: 2.4) |
 # | $C$ over the matching pairs of each training batch | ours (the paper writes an expectation over text-audio pairs) |
 # | factor size $\lfloor D/K \rfloor$ when $K$ does not divide $D$ | ours |
 #
@@ -119,8 +119,8 @@ print(f"t_bar {tuple(t_bar.shape)} -> factors {tuple(factors.shape)} = (B, K, D/
 # same factor in both modalities ($i = j$: the text factor and the audio factor describe the
 # same semantic element) and a small $I$ for different factors ($i \ne j$: each factor carries
 # its own element). Mutual information is hard to estimate, so the paper measures it
-# "implicitly" through a correlation. Each factor is standardised over the batch of $B$
-# matching pairs and the cross-modal covariance is taken:
+# "implicitly" through a correlation. Each factor is standardised (here over the batch of $B$
+# matching pairs, our reading of the expectation) and the cross-modal covariance is taken:
 #
 # $$z^t = \frac{e^t - \mathbb{E}[e^t]}{\sqrt{\mathrm{Var}[e^t]}}, \quad
 # z^a = \frac{e^a - \mathbb{E}[e^a]}{\sqrt{\mathrm{Var}[e^a]}}, \qquad

@@ -41,7 +41,7 @@
 # | $\bar t$: the [CLS] output after all blocks | paper, 2.2 |
 # | HTS-AT starts from the official AudioSet checkpoint (`HTSAT_AudioSet_Saved_1.ckpt`) | ours (the paper names no checkpoint) |
 # | front end: 32 kHz, 1024-sample window, hop 320, 64 mel bins, 50 Hz-14 kHz | HTS-AT's code |
-# | 10 s clips (paper profiles) | ref [8]'s pipeline |
+# | 10 s clips (paper profiles) | AudioCaps: ref [8]'s code; Clotho: ours, to fit HTS-AT's 10 s input (ref [8]'s code keeps up to 30 s) |
 # | words are the non-special word pieces ([CLS], [SEP], padding excluded) | ours |
 # | tiny profile: small HTS-AT, MiniLM-L6 (frozen) blocks 2, 5, 6, 5 s clips | ours, for the CPU |
 #

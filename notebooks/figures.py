@@ -58,7 +58,7 @@ claims = pd.read_csv(claims_path) if claims_path.is_file() else None
 # %% [markdown]
 # ## Every claim: our effect with its interval, and the paper's
 #
-# One row per claim of the paper (the Tables page lists them): our R-sum difference between
+# One row per claim (the Tables page lists them and their source): our R-sum difference between
 # the better and the worse row, with its 95 % interval (coloured by the verdict), the paper's
 # difference as a black diamond, and zero as a vertical line. A claim holds here when its
 # whole interval lies right of zero.

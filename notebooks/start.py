@@ -165,13 +165,14 @@ else:
 # ```
 #
 # **On a GPU with the real data sets.** The profile `paper-audiocaps` (and `paper-clotho`)
-# sets what the paper specifies: HTS-AT initialised from the AudioSet checkpoint
-# `HTSAT_AudioSet_Saved_1.ckpt`, BERT-base (bert-base-uncased) blocks 4, 10, 12 paired with
-# stages 2, 3, 4, both encoders fine-tuned, $K = 8$, $\alpha = 0.01$, $\beta = 0.005$. The
-# paper gives no training schedule of its own ("we follow the same pipeline in [8]"); the
-# profile takes ref [8]'s (50 epochs, Adam with learning rate $10^{-4}$, $\tau = 0.07$), and the
-# values the paper leaves open from elsewhere ($\lambda = 9$ from SCAN, $D = 768$): the method
-# pages' boxes give the source of each. Point it at the data and the weights:
+# sets what the paper specifies: HTS-AT, BERT-base blocks 4, 10, 12 paired with stages 2, 3,
+# 4, both encoders fine-tuned, $K = 8$, $\alpha = 0.01$, $\beta = 0.005$. The paper names no
+# checkpoints: HTS-AT starts from the AudioSet checkpoint `HTSAT_AudioSet_Saved_1.ckpt` (ours)
+# and BERT-base is bert-base-uncased (as in ref [8]'s code). The paper gives no training
+# schedule of its own ("we follow the same pipeline in [8]"); the profile takes ref [8]'s (50
+# epochs, Adam with learning rate $10^{-4}$, $\tau = 0.07$ from its code), and fills the values
+# the paper leaves open ($\lambda = 9$ from SCAN; $D = 768$, ours): the method pages' boxes
+# give the source of each. Point it at the data and the weights:
 #
 # ```bash
 # .venv/bin/thadcr data check /data/audiocaps --layout audiocaps

@@ -40,7 +40,7 @@
 # | $S_{THA}$ adds the text-enhanced and the audio-enhanced terms | ours: the paper writes the text-enhanced term and does not say how the two combine |
 # | $\lambda = 9$ | SCAN's value for its text-to-image direction; the paper names $\lambda$ "the temperature hyper-parameter" and gives no value |
 # | one $\lambda$ for both directions | ours |
-# | the mean over the query tokens, not the sum (`tha_reduce: mean`; `sum` is the option that follows Eq. 1) | ours: with a sum, the 1024-token level would outweigh the 64-token one 16 to 1 |
+# | the mean over the query tokens, not the sum (`tha_reduce: mean`; `sum` is the option that follows the paper's $S_{THA}$) | ours: with a sum, the 1024-token level would outweigh the 64-token one 16 to 1 |
 # | each level's features pass a LayerNorm and a Linear to $D$ (768 in the paper profiles) before Eq. 1 | ours, as HAT {cite}`bin2023hat` does |
 # | norms clamped below at $\epsilon = 10^{-8}$, $\max(\lVert x \rVert, \epsilon)$ | ours (a word no token matches would give 0/0) |
 # | tiny profile: each level's token grid pooled 2 x 2 to at most 64 tokens | ours, for the CPU |

@@ -363,3 +363,20 @@ if __name__ == "__main__":
     true, ours, naive = variances_without_training_noise(1000)
     print(f"no training noise, 1000 simulations: Var(effect) {true:.1f}, the interval's {ours:.1f}, "
           f"bootstrap + between-seed / 3 {naive:.1f}")
+
+
+def test_pooled_seed_sd_is_the_root_mean_variance_of_table_1_rows():
+    runs = plan("tiny", tables=[1, 2])
+    rsum = {run.run_id: float(10 * i + run.seed ** 2) for i, run in enumerate(runs)}
+    pooled, per_setting = claims.pooled_seed_sd(rsum, runs)
+    rows = {}
+    for run in runs:
+        if 1 in run.tables:
+            rows.setdefault(run.setting_id, []).append(rsum[run.run_id])
+    assert set(per_setting) == set(rows) and len(rows) == 6  # Table 2's single runs are not pooled
+    for setting, values in rows.items():
+        mean = sum(values) / len(values)
+        variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        assert per_setting[setting] == pytest.approx(variance ** 0.5)
+    assert pooled == pytest.approx((sum(sd ** 2 for sd in per_setting.values()) / 6) ** 0.5)
+    assert math.isnan(claims.pooled_seed_sd({}, runs)[0])

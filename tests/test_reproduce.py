@@ -534,15 +534,19 @@ def test_figures_notebook_on_synthetic_and_on_missing_results(rendered, monkeypa
     namespace: dict = {}
     code = notebook_code("figures.py", {"profile": "tiny", "results_dir": str(results)})
     exec(compile(code, "figures.py", "exec"), namespace)
-    assert namespace["factors_method"] == "THA+DCR"
+    assert namespace["factors_run"] == "audiocaps-THA+DCR-htsat-K8-a0.01-b0.005-s0"
     assert set(namespace["curves"]["method"]) == {m for m, _ in rp.TABLE_ROWS[1]}
-    assert len(plt.get_fignums()) == 7  # K, alpha/beta, 2 x variants, curves, C, g
+    titles = [plt.figure(n).axes[0].get_title() for n in plt.get_fignums()]
+    assert len(titles) == 4 and titles[0] == "Table 4: K"  # changes from the default (K, alpha, beta), curves, C, g
+    assert "No paired runs yet" in str(shown[0])  # the synthetic runs keep no test ranks: no forest plot, said so
     assert any("K=10" in str(text) for text in shown)  # the missing K=10 run is named
     plt.close("all")
     shown.clear()
     empty: dict = {}
     exec(compile(notebook_code("figures.py", {"results_dir": str(results / "none")}), "figures.py", "exec"), empty)
-    assert empty["factors"] is None and sum("is missing" in str(text) for text in shown) == 4  # tables 1, 2, 4, 5
+    named = [str(text) for text in shown if "is missing" in str(text)]
+    assert empty["factors"] is None and sum("claims.csv" in text for text in named) == 2  # forest plot, changes
+    assert sum("log.csv" in text for text in named) == 6 and sum("factors.npz" in text for text in named) == 2
     assert plt.get_fignums() == []
 
 

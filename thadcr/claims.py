@@ -297,6 +297,25 @@ def _pooled(
     return 2 * mean_square, 2 * test_part, df
 
 
+
+def pooled_seed_sd(rsum_of_run: dict[str, float], runs: Iterable[Run]) -> tuple[float, dict[str, float]]:
+    """Table 1's pooled seed-to-seed SD of R-sum: the square root of the mean, over its settings run
+    with 2+ seeds, of each setting's sample variance over its seeds; and each setting's SD.
+
+    ``rsum_of_run``: run id -> test R-sum (e.g. ``learning.csv``'s ``rsum``). This SD mixes the
+    seed's effect on the model with which test queries succeed (the claims section of the
+    reproduction notes); issue 12's goal for the tiny profile was at most 3 points.
+    """
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        if set(run.tables) & set(SEEDED_TABLES) and run.run_id in rsum_of_run:
+            values.setdefault(run.setting_id, []).append(float(rsum_of_run[run.run_id]))
+    per_setting = {setting: float(np.std(found, ddof=1)) for setting, found in values.items() if len(found) >= 2}
+    if not per_setting:
+        return math.nan, {}
+    return float(np.sqrt(np.mean([sd**2 for sd in per_setting.values()]))), per_setting
+
+
 def claims_frame(
     root: str | Path, runs: list[Run], paper: pd.DataFrame, resamples: int = RESAMPLES, seed: int = 0
 ) -> pd.DataFrame:
