@@ -147,9 +147,11 @@ if learning_path.is_file():
 
     rsum = pd.read_csv(learning_path).set_index("run")["rsum"].to_dict()
     pooled, per_setting = pooled_seed_sd(rsum, plan(profile))
-    spreads = ", ".join(f"{setting.split('-')[1]} ({setting.split('-')[2]}) {sd:.1f}"
-                        for setting, sd in per_setting.items())
-    display(Markdown(f"Pooled seed SD of Table 1's R-sum: **{pooled:.1f}** points (per row: {spreads})."))
+    names = [setting.split("-")[1:3] for setting in per_setting]
+    spreads = ", ".join(f"{variant} ({encoder}) {sd:.1f}"
+                        for (variant, encoder), sd in zip(names, per_setting.values()))
+    display(Markdown(f"Pooled seed SD of Table 1's R-sum: **{pooled:.1f}** points "
+                     f"(per row: {spreads})."))
 
 # %% [markdown]
 # ## Does every run learn?
