@@ -1,6 +1,7 @@
 """The trainer end to end on a small synthetic data set: outputs, resume, refusals, devices."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -114,8 +115,11 @@ def test_two_processes_match_one_process(tmp_path):
     single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one.pt")], capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]
     torchrun = Path(sys.executable).with_name("torchrun")
+    with socket.socket() as probe:  # a free port: a fixed one collides with another test run on the machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     double = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29581", str(worker), str(tmp_path / "two.pt")],
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), str(worker), str(tmp_path / "two.pt")],
         capture_output=True, text=True,
     )
     assert double.returncode == 0, double.stderr[-3000:]
