@@ -144,6 +144,7 @@ def test_git_dirty_says_whether_tracked_files_differ_from_head(monkeypatch):
     for porcelain, want in answers.items():
         monkeypatch.setattr(provenance, "_git", lambda *args, out=porcelain: out)
         assert provenance.git_dirty() is want
+        assert provenance.code_state()["git_changes"] == (None if want is None else ["thadcr/alignment.py"][: int(want)])
     monkeypatch.setattr(provenance, "_git", lambda *args: "0123abc\n")
     assert provenance.git_commit() == "0123abc"
     monkeypatch.setattr(provenance, "_git", lambda *args: None)

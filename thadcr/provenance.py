@@ -30,10 +30,24 @@ def git_commit() -> str | None:
     return out.strip() or None if out else None
 
 
+def git_changes() -> list[str] | None:
+    """The tracked files that differ from HEAD (None outside a git checkout)."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else [line[3:] for line in out.splitlines() if line.strip()]
+
+
 def git_dirty() -> bool | None:
     """Whether tracked files differ from HEAD, i.e. the code that ran is not exactly `git_commit()`."""
-    out = _git("status", "--porcelain", "--untracked-files=no")
-    return None if out is None else bool(out.strip())
+    changes = git_changes()
+    return None if changes is None else bool(changes)
+
+
+def code_state() -> dict:
+    """Which code a run executes, read when it starts (edits made while it runs do not change what
+    it imported): HEAD, whether tracked files differed from it, and which."""
+    changes = git_changes()
+    return {"git_commit": git_commit(), "git_dirty": None if changes is None else bool(changes),
+            "git_changes": changes}
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:

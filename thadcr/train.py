@@ -43,7 +43,7 @@ from thadcr.evaluation import encode_split, evaluate_split, factor_analysis, fra
 from thadcr.files import atomic_save, atomic_write_bytes, atomic_write_json
 from thadcr.metrics import query_ranks, retrieval_metrics
 from thadcr.model import RetrievalModel, build_model
-from thadcr.provenance import git_commit, git_dirty, package_versions
+from thadcr.provenance import code_state, package_versions
 from thadcr.text import TextFeatureCache
 
 log = logging.getLogger(__name__)
@@ -268,16 +268,15 @@ def evaluate_tested_epoch(run: Session, initial_factors: dict | None) -> dict:
     return retrieval_metrics(sim, caption_audio)
 
 
-def run_record(run: Session, state: dict, test: dict, started: float) -> dict:
-    """The content of metrics.json."""
+def run_record(run: Session, state: dict, test: dict, started: float, code: dict) -> dict:
+    """The content of metrics.json; `code` is `provenance.code_state()` taken when the run started."""
     device = run.device
     return {
         "test": test,
         "best_epoch": state["best_epoch"],
         "val_best": state["best_score"],
         "config": run.config.to_dict(),
-        "git_commit": git_commit(),
-        "git_dirty": git_dirty(),
+        **code,
         "versions": package_versions(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processes": run.world.world,
@@ -304,7 +303,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     if progress not in ("bar", "lines", "none"):
         raise ValueError(f"progress={progress!r} is not one of True, False, 'bar', 'lines', 'none'")
     numerics.apply(config.numerics)  # before this process computes anything (thadcr.numerics)
-    started = time.time()
+    started, code = time.time(), code_state()
     out = Path(out_dir)
     world = Distributed(config.device)
     try:
@@ -322,7 +321,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             world.barrier()
         result = {}
         if world.main:
-            result = run_record(run, state, evaluate_tested_epoch(run, initial_factors), started)
+            result = run_record(run, state, evaluate_tested_epoch(run, initial_factors), started, code)
             atomic_write_json(out / "metrics.json", result)
         world.barrier()
         return result
