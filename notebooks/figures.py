@@ -19,15 +19,14 @@
 # each run's `log.csv`, and `factors.npz` (the factor correlation $C$ of section 2.3 and the
 # confidence weights $g_i$ of the CA module, section 2.4). A figure whose inputs are missing
 # says which file it needs. Our effects are R-sum differences on a small CPU data set; the
-# paper's are on AudioCaps and Clotho: compare the signs and the intervals, not the sizes.
+# paper's are on AudioCaps and Clotho: compare the signs and the intervals, not the sizes. The
+# code that reads the files and draws is folded under each "Show code cell source".
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = "tiny"  # "tiny" or "paper"
 results_dir = None  # None: the results/ folder of this checkout
 
-# %%
-from pathlib import Path
-
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -35,12 +34,11 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from matplotlib.ticker import MaxNLocator
 
-from thadcr.claims import forest_plot
-from thadcr.notebook import confidence_sentence, factor_loss_sentence, table1_run_id
-from thadcr.reproduce import REPO_ROOT
+from thadcr import notebook as page
+from thadcr.notebook import COLUMN_INCHES, table1_run_id
 
-sns.set_theme(style="whitegrid")
-root = (Path(results_dir) if results_dir else REPO_ROOT / "results") / profile
+page.figure_style()  # text at the body text's size in figures as wide as the column
+root = page.results_folder(profile, results_dir)
 
 
 def note(text):
@@ -48,8 +46,7 @@ def note(text):
 
 
 def missing(path):
-    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-    note(f"{shown} is missing: run `thadcr reproduce --profile {profile}` first.")
+    display(page.missing_file(path, profile))
 
 
 claims_path = root / "tables" / "claims.csv"
@@ -58,12 +55,12 @@ claims = pd.read_csv(claims_path) if claims_path.is_file() else None
 # %% [markdown]
 # ## Every claim: our effect with its interval, and the paper's
 #
-# One row per claim (the Tables page lists them and their source): our R-sum difference between
-# the better and the worse row, with its 95 % interval (coloured by the verdict), the paper's
-# difference as a black diamond, and zero as a vertical line. A claim holds here when its
-# whole interval lies right of zero.
+# One row per claim, grouped by the paper's table (the Tables page lists them and where the
+# paper makes each): our R-sum difference between the better and the worse row, with its 95 %
+# interval (coloured by the verdict), the paper's difference as an open black diamond, and zero
+# as a vertical line. A claim holds here when its whole interval lies right of zero.
 
-# %%
+# %% tags=["hide-input"]
 if claims is None:
     missing(claims_path)
 else:
@@ -73,7 +70,7 @@ else:
                          if pd.isna(r.effect))
         note(f"No paired runs yet for: {left}.")
     if len(decided):
-        forest_plot(decided.reset_index(drop=True))
+        page.claims_forest_plot(decided)
         plt.show()
 
 # %% [markdown]
@@ -86,7 +83,7 @@ else:
 # means the default did better.
 
 
-# %%
+# %% tags=["hide-input"]
 def changes(table: int, parameter: str) -> pd.DataFrame:
     """The claims of one table about one parameter: (value, change from the default)."""
     about = claims["claim"].str.startswith(parameter)
@@ -106,7 +103,8 @@ panels = ((4, "K", 8.0), (5, "alpha", 0.01), (5, "beta", 0.005))
 if claims is None:
     missing(claims_path)
 else:
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(COLUMN_INCHES, 3.6), sharey=True,
+                             layout="constrained")
     for ax, (table, parameter, default) in zip(axes, panels):
         frame = changes(table, parameter)
         ax.axhline(0, color="black", lw=0.8)
@@ -121,10 +119,11 @@ else:
         ax.set_xscale("linear" if parameter == "K" else "log")
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.minorticks_off()
+        ax.margins(x=0.15)
         ax.set(title=f"Table {table}: {parameter}", xlabel=parameter)
     axes[0].set_ylabel("R-sum change from the default")
-    axes[-1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
     plt.show()
 
 # %% [markdown]
@@ -133,7 +132,7 @@ else:
 # The training loss $\mathcal{L}$ and the validation text-to-audio R@1 after each epoch, from
 # each run's `log.csv` (the run of each method with the default settings and seed 0).
 
-# %%
+# %% tags=["hide-input"]
 curves = []
 methods = ("DP (ResNet38)", "DP (HTSAT)", "THA", "THA+DP", "DCR", "THA+DCR")
 for method in methods:
@@ -144,7 +143,7 @@ for method in methods:
         missing(path)
 if curves:
     curves = pd.concat(curves, ignore_index=True)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_INCHES, 4), layout="constrained")
     sns.lineplot(curves, x="epoch", y="loss", hue="method", marker="o", ax=axes[0])
     axes[0].set_title("training loss L")
     sns.lineplot(curves, x="epoch", y="val_t2a_R1", hue="method", marker="o",
@@ -152,7 +151,9 @@ if curves:
     axes[1].set(title="validation text-to-audio R@1", ylabel="R@1 (%)")
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
+        ax.get_legend().remove()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
     plt.show()
 
 # %% [markdown]
@@ -165,7 +166,7 @@ if curves:
 # when that one is missing), read by its run id; the sentences below the figures are computed
 # from the file.
 
-# %%
+# %% tags=["hide-input"]
 factors, factors_run = None, None
 for method in ("THA+DCR", "DCR"):
     path = root / "runs" / table1_run_id(method) / "factors.npz"
@@ -174,7 +175,7 @@ for method in ("THA+DCR", "DCR"):
         break
     missing(path)
 if factors is not None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_INCHES, 3.4), layout="constrained")
     keys = (("C_initial", "untrained"), ("C_trained", "trained"))
     for ax, (key, title) in zip(axes, keys):
         image = ax.imshow(factors[key], vmin=-1, vmax=1, cmap="vlag")
@@ -183,20 +184,22 @@ if factors is not None:
     fig.colorbar(image, ax=axes, shrink=0.8)
     fig.suptitle(factors_run)
     plt.show()
-    display(Markdown(factor_loss_sentence(factors["C_initial"], factors["C_trained"])))
+    C_initial, C_trained = factors["C_initial"], factors["C_trained"]
+    display(Markdown(page.factor_loss_sentence(C_initial, C_trained)))
 
-# %%
+# %% tags=["hide-input"]
 if factors is not None and "g_positive" in factors.files:
     weights = pd.concat([
         pd.DataFrame({"g": factors["g_positive"].ravel(), "pair": "matching"}),
         pd.DataFrame({"g": factors["g_negative"].ravel(), "pair": "non-matching"}),
     ])
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 3.6), layout="constrained")
     sns.histplot(weights, x="g", hue="pair", stat="density", common_norm=False,
                  element="step", ax=ax)
-    ax.set_title(f"confidence weights g_i on the test set ({factors_run})")
+    ax.set_title(f"confidence weights g_i on the test set\n{factors_run}")
     plt.show()
-    display(Markdown(confidence_sentence(factors["g_positive"], factors["g_negative"])))
+    g_positive, g_negative = factors["g_positive"], factors["g_negative"]
+    display(Markdown(page.confidence_sentence(g_positive, g_negative)))
 elif factors is not None:
     note(f"{factors_run}/factors.npz holds no confidence weights "
          "(g_positive, g_negative).")

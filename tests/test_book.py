@@ -298,9 +298,13 @@ def test_reference_pages_render(book: Path, chromium: str, tmp_path: Path) -> No
     assert documented >= 10, f"book/api.html documents only {documented} objects"
 
 
-# --- no code or equation cut at the page's right edge -----------------------------------------
+# --- nothing cut at the page's right edge; the Experiments pages read as a report -------------
 
-# Runs in Chromium after MathJax has typeset the page; writes what is too wide into the DOM.
+# Runs in Chromium after MathJax has typeset the page; writes what it measured into the DOM:
+# "wide": each code block that scrolls, each display equation wider than its box and each table
+# wider than the content column (the article's box inside its padding, 676 px at a 1280 px
+# window); "tables": each visible table's header texts and width; "images": each visible image's
+# natural and shown width; "open_code": how many code cells show their source.
 MEASURE = """<script>
 window.addEventListener("load", () => {
   const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
@@ -321,20 +325,45 @@ window.addEventListener("load", () => {
         wide.push(["equation", Math.round(width), box.clientWidth, box.textContent.trim()]);
       }
     });
+    const column = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+    const style = getComputedStyle(column);
+    const box = column.getBoundingClientRect();
+    const left = box.left + parseFloat(style.paddingLeft);
+    const right = box.right - parseFloat(style.paddingRight);
+    // drawn for the reader: not inside a closed <details> (a folded code cell), not display: none
+    const visible = (element) => (element.checkVisibility ? element.checkVisibility()
+                                                          : element.getClientRects().length > 0);
+    const tables = [];
+    column.querySelectorAll("table").forEach((table) => {
+      if (!visible(table)) return;
+      const rect = table.getBoundingClientRect();
+      const width = Math.max(rect.width, table.scrollWidth);
+      const headers = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+      const rowHeaders = [...table.querySelectorAll("tbody th")].map((th) => th.textContent.trim());
+      tables.push({headers: headers, row_headers: rowHeaders, width: Math.round(width)});
+      if (width > right - left + 1 || rect.left < left - 1 || rect.left + width > right + 1) {
+        const cells = [...table.querySelectorAll("caption, th, td")].map((cell) => cell.textContent.trim());
+        const name = cells.find((text) => text) || "";
+        wide.push(["table", Math.round(width), Math.round(right - left), name]);
+      }
+    });
+    const images = [...column.querySelectorAll("img")].filter(visible).map(
+      (img) => [img.naturalWidth, img.getBoundingClientRect().width]);
+    const openCode = [...column.querySelectorAll(".cell_input pre")].filter(visible).length;
     const report = document.createElement("div");
     report.id = "overflow-report";
     report.hidden = true;
-    report.textContent = JSON.stringify(wide);
+    report.textContent = JSON.stringify({wide: wide, tables: tables, images: images, open_code: openCode,
+                                         column: Math.round(right - left)});
     document.body.appendChild(report);
   });
 });
 </script>"""
 
 
-def too_wide(exe: str, tmp_path: Path, page: Path) -> list[list]:
-    """[kind, content width, visible width, longest line] of each code block (``pre``) that
-    scrolls horizontally and each display equation wider than its box, on ``page`` in Chromium
-    at 1280 px. The page is copied with a <base> pointing at its folder and the measuring script."""
+def measure(exe: str, tmp_path: Path, page: Path) -> dict:
+    """What ``MEASURE`` reports on ``page`` in Chromium at 1280 px. The page is copied with a
+    <base> pointing at its folder and the measuring script."""
     text = page.read_text(encoding="utf-8")
     base = f'<base href="{page.parent.as_uri()}/">'
     copy = tmp_path / f"measure-{page.stem}.html"
@@ -342,33 +371,90 @@ def too_wide(exe: str, tmp_path: Path, page: Path) -> list[list]:
                     encoding="utf-8")  # fmt: skip
     dom = run_chromium(exe, tmp_path / "profile", copy, "--window-size=1280,1600", "--dump-dom").stdout
     found = re.search(r'<div id="overflow-report" hidden="">(.*?)</div>', dom, re.S)
-    assert found, f"{page.relative_to(HTML)}: the measuring script did not run"
+    assert found, f"{page}: the measuring script did not run"
     return json.loads(html.unescape(found.group(1)))
 
 
-def test_no_code_block_or_equation_is_cut_at_1280px(book: Path, chromium: str, tmp_path: Path) -> None:
+def too_wide(exe: str, tmp_path: Path, page: Path) -> list[list]:
+    """[kind, content width, visible width, longest line or the table's first cell] of each code
+    block (``pre``) that scrolls horizontally, each display equation wider than its box and each
+    table wider than the content column, on ``page`` in Chromium at 1280 px."""
+    return measure(exe, tmp_path, page)["wide"]
+
+
+@pytest.fixture(scope="module")
+def measured(book: Path, chromium: str, tmp_path_factory: pytest.TempPathFactory) -> dict[Path, dict]:
+    """``measure`` of every built page but the redirects, once for the tests below."""
+    tmp_path = tmp_path_factory.mktemp("measure")
+    pages = [p for p in built_pages() if 'http-equiv="Refresh"' not in p.read_text(encoding="utf-8")]
+    assert len(pages) >= 10, f"only {len(pages)} pages to measure"
+    return {page: measure(chromium, tmp_path, page) for page in pages}
+
+
+def test_no_code_block_or_equation_is_cut_at_1280px(measured: dict[Path, dict]) -> None:
     """The book's text column at 1280 px holds about 88 characters of code: longer lines scroll
     horizontally and a reader sees them cut. Every built page, every ``pre`` (code cells, their
     printed outputs, command blocks) and every display equation must fit."""
-    problems = []
-    pages = [p for p in built_pages() if 'http-equiv="Refresh"' not in p.read_text(encoding="utf-8")]
-    assert len(pages) >= 10, f"only {len(pages)} pages to measure"
-    for page in pages:
-        for kind, width, visible, line in too_wide(chromium, tmp_path, page):
-            problems.append(f"{page.relative_to(book)}: {kind} {width} px in {visible} px: {line[:100]!r}")
+    problems = [f"{page.relative_to(HTML)}: {kind} {width} px in {visible} px: {line[:100]!r}"
+                for page, report in measured.items() for kind, width, visible, line in report["wide"]
+                if kind != "table"]  # fmt: skip
     assert not problems, f"{len(problems)} blocks wider than the page:\n" + "\n".join(problems)
 
 
-def test_overflow_check_sees_a_long_line(book: Path, chromium: str, tmp_path: Path) -> None:
-    """The measuring script itself: a 200-character code line on a copy of a built page is found."""
+def test_no_table_is_wider_than_the_content_column_at_1280px(measured: dict[Path, dict]) -> None:
+    """Every table of every built page (the result tables of the Tables page, Markdown tables,
+    the API page's) fits the content column at a 1280 px window: a wider one is cut at the
+    column's edge or scrolls, and its last columns are out of the reader's sight."""
+    assert sum(len(report["tables"]) for report in measured.values()) >= 7
+    problems = [f"{page.relative_to(HTML)}: table {width} px in a {column} px column: {name[:80]!r}"
+                for page, report in measured.items() for kind, width, column, name in report["wide"]
+                if kind == "table"]  # fmt: skip
+    assert not problems, f"{len(problems)} tables wider than the content column:\n" + "\n".join(problems)
+
+
+def test_overflow_check_sees_a_long_line_and_a_wide_table(book: Path, chromium: str, tmp_path: Path) -> None:
+    """The measuring script itself: a 200-character code line and a table of 30 unbreakable
+    numbers a row, added to a copy of a built page, are both found."""
     page = book / "book" / "intro.html"
     wide = tmp_path / "wide" / "intro.html"
     wide.parent.mkdir()
     long = "x = " + "1 + " * 49 + "1"
-    wide.write_text(page.read_text(encoding="utf-8").replace("</article>", f"<pre>{long}</pre></article>", 1),
+    table = "<table><tr><td>numbers</td>" + "<td>1234567.89</td>" * 30 + "</tr></table>"
+    wide.write_text(page.read_text(encoding="utf-8").replace("</article>", f"<pre>{long}</pre>{table}</article>", 1),
                     encoding="utf-8")  # fmt: skip
     found = too_wide(chromium, tmp_path, wide)
     assert any(kind == "code" and line == long for kind, _, _, line in found), found
+    assert any(kind == "table" and name == "numbers" and width > visible for kind, width, visible, name in found), found
+
+
+# Column names of the results files that a reader must not see as table headers.
+FILE_COLUMNS = {"paper_effect", "effect", "ci_low", "ci_high", "n_seeds", "basis", "t2a_x_chance", "a2t_x_chance"}
+
+
+def test_experiments_pages_read_as_a_report(measured: dict[Path, dict]) -> None:
+    """The Tables and Figures pages at 1280 px: every code cell folded (hide-input, a reader can
+    open it), tables without a numbered index and with a reader's column names, every figure
+    shown at the size it was drawn (so its labels are at the size the figure gives them: the
+    body text's, `thadcr.notebook.figure_style`); the method pages keep their code open."""
+    for name in ("tables", "figures"):
+        page = HTML / "notebooks" / f"{name}.html"
+        cells = re.findall(r'<div class="cell( [^"]*)?"', page.read_text(encoding="utf-8"))
+        unfolded = [classes for classes in cells if "tag_hide-input" not in classes.split()]
+        assert cells and not unfolded, f"{name}.html: {len(unfolded)} of {len(cells)} code cells not folded"
+        assert measured[page]["open_code"] == 0, f"{name}.html shows {measured[page]['open_code']} code cells"
+    tables = measured[HTML / "notebooks" / "tables.html"]["tables"]
+    assert len(tables) >= 7, f"tables.html: {len(tables)} tables (claims, Tables 1-5, learning)"
+    for table in tables:
+        index = [h for h in table["row_headers"] + table["headers"] if h.isdigit()]
+        assert not index, f"tables.html: a table shows a numbered index {index[:5]}"
+        assert not FILE_COLUMNS & set(table["headers"]), f"tables.html: file column names {table['headers']}"
+    claims = next(t for t in tables if "verdict" in t["headers"])
+    assert {"paper's effect", "ours", "95 % interval", "verdict", "seeds"} <= set(claims["headers"])
+    images = measured[HTML / "notebooks" / "figures.html"]["images"]
+    assert len(images) >= 5, f"figures.html: {len(images)} figures"
+    shrunk = [(natural, round(shown)) for natural, shown in images if shown < natural - 1]
+    assert not shrunk, f"figures.html: figures shown smaller than drawn (natural, shown px): {shrunk}"
+    assert measured[HTML / "notebooks" / "tha.html"]["open_code"] >= 3, "tha.html: the method's code is folded"
 
 
 # --- links, bibliography and project files ----------------------------------------------------
@@ -517,3 +603,144 @@ def test_result_sentences_say_what_the_numbers_show() -> None:
     assert "does not separate" in confidence_sentence(g, rng.normal(size=(500, 8)))
     assert "larger confidence more often than chance, as" in confidence_sentence(g + 1.0, g[::-1])
     assert "the opposite" in confidence_sentence(g - 1.0, g[::-1])
+
+
+def cells_of(tag: str, text: str) -> list[str]:
+    """The text of each ``tag`` cell (th or td) of an HTML fragment, entities decoded."""
+    cells = re.findall(rf"<{tag}\b[^>]*>(.*?)</{tag}>", text, re.S)
+    return [html.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in cells]
+
+
+def synthetic_claims():
+    """A claims file as `thadcr reproduce` might write it later: three tables, a fourth verdict, a
+    claim without runs, a column the pages do not know."""
+    import pandas as pd
+
+    rows = [  # claim, table, basis, paper_effect, effect, ci_low, ci_high, verdict, n_seeds
+        ("A > B", 1, "3.2: A beats B", 23.1, -3.3, -21.11, 14.51, "undecided", 3),
+        ("A > C", 1, "3.2: A beats B", 9.1, 10.37, 2.05, 23.78, "holds", 3),
+        ("C > B", 1, "3.3: C is best", 10.2, -16.67, -44.96, -11.62, "contradicted", 3),
+        ("K=8 > K=6", 4, "3.3: K = 8 is optimal", 2.0, 0.4, 0.1, 0.7, "smaller than the paper's", 1),
+        ("x=1 > x=2", 5, "3.3: x = 1 is best", 1.3, float("nan"), float("nan"), float("nan"), "missing", 0),
+        ("x=1 > x=3", 5, "3.3: x = 1 is best", 1.4, -2.4, -39.73, 34.93, "undecided", 1),
+    ]
+    columns = ["claim", "table", "basis", "paper_effect", "effect", "ci_low", "ci_high", "verdict", "n_seeds"]
+    return pd.DataFrame(rows, columns=columns).assign(new_spread=0.5)
+
+
+def test_claims_table_is_a_readers_table_over_any_columns_and_verdicts() -> None:
+    from thadcr.notebook import CLAIM_HEADERS, claims_table, verdict_colours, verdict_tally
+
+    claims = synthetic_claims()
+    table = claims_table(claims, titles={1: "first", 4: "fourth"})
+    doc = Page(table.html)
+    assert doc.count("table") == 1 and "dataframe" not in table.html
+    headers = cells_of("th", table.html.split("</thead>")[0])
+    assert headers == [CLAIM_HEADERS[c] for c in ("claim", "paper_effect", "effect", "interval", "verdict", "n_seeds")]
+    groups = cells_of("th", "".join(re.findall(r'<tr class="group">.*?</tr>', table.html)))
+    assert groups == ["Table 1: first", "Table 4: fourth", "Table 5"]
+    rows = [cells_of("td", row) for row in re.findall(r"<tr>(.*?)</tr>", table.html.split("<tbody>")[1])]
+    # no index: each row starts with its claim (and the letter of its footnote)
+    assert [row[0] for row in rows] == [f"{claim}\xa0{letter}" for claim, letter in zip(claims["claim"], "aabcdd")]
+    assert rows[0][1:] == ["23.1", "-3.3", "-21.1 to 14.5", "● undecided", "3"]
+    assert rows[4][1:] == ["1.3", "–", "–", "● missing", "0"]  # no runs: no effect, no interval
+    # the basis texts are footnotes, one per distinct text, and each claim links to its own
+    notes = dict(re.findall(r'<li id="claim-basis-(\w+)"><b>\w+</b> ([^<]*)</li>', table.html))
+    assert notes == {"a": "3.2: A beats B", "b": "3.3: C is best", "c": "3.3: K = 8 is optimal",
+                     "d": "3.3: x = 1 is best"}  # fmt: skip
+    assert re.findall(r'href="#claim-basis-(\w+)"', table.html) == list("aabcdd")
+    # every verdict with its own colour, the new one too; the unknown column is named, not shown
+    colours = verdict_colours(claims["verdict"])
+    assert len(set(colours.values())) == 5 and colours["holds"] == "#2ca02c"
+    new = "smaller than the paper's"
+    assert [row[4] for row in rows] == [f"● {verdict}" for verdict in claims["verdict"]]
+    assert f'style="color: {colours[new]}">●</span> {html.escape(new)}' in table.html
+    assert "new_spread" in doc.text and "new_spread" not in headers
+    tally = verdict_tally(claims, "tiny")
+    assert tally.startswith("Verdicts of the 6 claims on the `tiny` runs:")
+    for count, verdict in ((1, "holds"), (1, "contradicted"), (2, "undecided"), (1, "smaller than the paper's"),
+                           (1, "missing")):  # fmt: skip
+        assert f"{count} {verdict}" in tally
+    # a file with fewer columns: only those it has
+    slim = claims_table(claims[["claim", "verdict"]])
+    assert cells_of("th", slim.html) == ["claim (better > worse)", "verdict"]
+    assert "claim (better > worse)" in repr(slim) and "A > B" in repr(slim)
+
+
+def test_forest_plot_is_grouped_by_table_and_sized_for_its_rows(tmp_path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+    from PIL import Image
+
+    from thadcr.notebook import BODY_PX, COLUMN_PX, claims_forest_plot, verdict_colours
+
+    claims = synthetic_claims()
+    fig = claims_forest_plot(claims, titles={1: "first"})
+    assert len(fig.axes) == 3  # tables 1, 4 and 5
+    labels = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
+    assert labels == [["A > B", "A > C", "C > B"], ["K=8 > K=6"], ["x=1 > x=2", "x=1 > x=3"]]
+    sizes = [t.get_fontsize() * fig.dpi / 72 for ax in fig.axes for t in ax.get_yticklabels()]
+    assert sizes == pytest.approx([BODY_PX] * len(claims)), "row labels are not at the body text's size"
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["Table 1: first", "Table 4", "Table 5"]
+    colours = verdict_colours(claims["verdict"])
+    drawn = {to_hex(line.get_color()) for ax in fig.axes for line in ax.lines if line.get_marker() == "o"}
+    assert drawn == {colours[v] for v in claims["verdict"] if v != "missing"}
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "ours: smaller than the paper's" in legend and "paper's effect" in legend and "ours: missing" not in legend
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")  # as the notebook's inline backend does
+    width, height = Image.open(buffer).size
+    assert width <= COLUMN_PX, f"{width} px: shown scaled down in the {COLUMN_PX} px column"
+    double = claims_forest_plot(pd_concat(claims))
+    assert double.get_figheight() > fig.get_figheight() + 0.25 * len(claims)
+    plt.close("all")
+
+
+def pd_concat(claims):
+    import pandas as pd
+
+    return pd.concat([claims, claims.assign(claim=claims["claim"] + " again")], ignore_index=True)
+
+
+def test_paper_and_learning_tables_for_a_reader() -> None:
+    import pandas as pd
+
+    from thadcr.notebook import learning_table, paper_table, run_labels
+    from thadcr.reproduce import METRICS
+
+    rows = []
+    for method, ours, std in (("DP (HTSAT)", 10.0, 0.41), ("THA", float("nan"), float("nan"))):
+        for i, metric in enumerate(METRICS):
+            rows.append({"table": 1, "method": method, "metric": metric, "ours_mean": ours + i, "ours_std": std,
+                         "n_runs": 3, "paper_mean": 30.0 + i, "paper_std": float("nan"), "runs": "", "missing": ""})
+    table = paper_table(pd.DataFrame(rows))
+    head = table.html.split("</thead>")[0]
+    assert re.findall(r'<th colspan="3" class="group">([^<]*)</th>', head) == ["Text-to-Audio", "Audio-to-Text"]
+    assert re.findall(r'<th class="num">([^<]*)</th>', head) == ["R@1", "R@5", "R@10"] * 2
+    assert '<th rowspan="2" class="num">R-sum</th>' in head
+    assert re.findall(r'<th rowspan="2" class="method">([^<]*)</th>', table.html) == ["DP (HTSAT)", "THA"]
+    assert '10.0 <span class="sd">±&nbsp;0.4</span>' in table.html and "<em>missing</em>" in table.html
+    assert "75.0" in table.html  # the R-sum of ours: 10 + 11 + ... + 15
+    assert "10.0 ± 0.4" in repr(table)  # the plain-text form keeps the paper layout's cells
+
+    labels = run_labels("tiny")
+    assert labels["audiocaps-DCR-htsat-K6-a0.01-b0.005-s0"] == ("audiocaps", "DCR, K=6, seed 0")
+    assert labels["audiocaps-DP-resnet38-K8-a0.01-b0.005-s2"] == ("audiocaps", "DP (ResNet38), seed 2")
+    assert labels["clotho-THA-htsat-K8-a0.01-b0.005-s0"] == ("clotho", "THA, seed 0")
+    learning = pd.DataFrame({
+        "run": ["clotho-THA-htsat-K8-a0.01-b0.005-s0", "somewhere-else-s0", "audiocaps-DCR-htsat-K6-a0.01-b0.005-s0"],
+        "rsum": [150.0, 140.0, 130.0], "t2a_R10": [50.0, 40.0, 30.0], "t2a_chance": [6.67, 5.0, 5.0],
+        "t2a_x_chance": [7.5, 8.0, 6.0], "a2t_R10": [30.0, 20.0, 25.0], "a2t_chance": [6.5, 4.91, 4.91],
+        "a2t_x_chance": [4.6, 4.1, 5.1],
+    })  # fmt: skip
+    table = learning_table(learning, "tiny")
+    names = re.findall(r'<td class="run" title="([^"]*)">([^<]*)</td>', table.html)
+    assert names == [("somewhere-else-s0", "somewhere-else-s0"), ("clotho-THA-htsat-K8-a0.01-b0.005-s0", "THA, seed 0"),
+                     ("audiocaps-DCR-htsat-K6-a0.01-b0.005-s0", "DCR, K=6, seed 0")]  # weakest first  # fmt: skip
+    assert "clotho: text-to-audio 6.7 %, audio-to-text 6.5 %" in table.html
+    assert not FILE_COLUMNS & set(cells_of("th", table.html))
