@@ -51,7 +51,7 @@ def worker(setting: str, steps: int) -> dict[str, float]:
     from thadcr.evaluation import frames_per_clip, front_end
     from thadcr.model import build_model
     from thadcr.text import TextFeatureCache
-    from thadcr.train import train_step
+    from thadcr.train import adam, train_step
 
     generator = torch.Generator().manual_seed(0)
     captions = [f"a sound number {i} and a dog barks twice near a running engine" for i in range(BATCH)]
@@ -63,7 +63,7 @@ def worker(setting: str, steps: int) -> dict[str, float]:
         model, world = build_model(config).train(), Distributed("cpu")
         text = TextFeatureCache(model.text_encoder, captions, world.device)(torch.arange(BATCH))
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=config.lr)
+        optimizer = adam(params, config.lr)
         for step in range(2 + steps):
             if step == 2:
                 started = time.perf_counter()

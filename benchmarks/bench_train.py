@@ -21,7 +21,7 @@ from thadcr.model import build_model
 from thadcr.distributed import Distributed
 from thadcr.evaluation import frames_per_clip, open_split
 from thadcr.text import TextFeatureCache
-from thadcr.train import train_step
+from thadcr.train import adam, train_step
 
 
 class Runner:
@@ -37,7 +37,7 @@ class Runner:
         frozen = self.model.text_encoder.frozen
         self.text_cache = TextFeatureCache(self.model.text_encoder, split.captions, self.world.device) if frozen else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
+        self.optimizer = adam(self.params, config.lr)
         self.dataset = CaptionDataset(split, cache, frames_per_clip(config, cache.logmel), train=True, seed=config.seed)
         self.order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(0))
         self.data_s = self.step_s = 0.0

@@ -38,7 +38,7 @@ from thadcr.files import atomic_write_json
 from thadcr.model import Embeddings, build_model
 from thadcr.provenance import machine, package_versions
 from thadcr.text import write_random_bert
-from thadcr.train import train_step
+from thadcr.train import adam, train_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic import write_clotho  # noqa: E402  (the tests' writer of Clotho-layout data)
@@ -72,7 +72,7 @@ def training_steps(config, steps: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = build_model(config).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = adam(params, config.lr)
     world = Distributed(str(device))
     generator = torch.Generator().manual_seed(0)
     batch = config.batch_size

@@ -123,7 +123,7 @@ print("log-mel:", tuple(logmel.shape), "(batch, frames, mel bins)")
 x = np.pad(wave.double().numpy(), 512, mode="reflect")
 window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024)  # periodic Hann
 k, n = np.arange(513)[:, None], np.arange(1024)[None, :]
-fb = logmel_layer.mel.fb.double().numpy()  # (513, 64) Slaney filters M^T
+fb = logmel_layer.filters.double().numpy()  # (513, 64) Slaney filters M^T
 dft = np.exp(-2j * np.pi * k * n / 1024)  # (513, 1024)
 for t in (0, 250, 500):
     frame = x[320 * t : 320 * t + 1024] * window  # (1024,)

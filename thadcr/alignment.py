@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from thadcr import portable
+
 EPS = 1e-8  # lower clamp of vector norms and of the normalisers of s̄
 MAX_LAM = 30.0  # exp(-2 * lam) must stay a normal float32 (see _text_enhanced)
 # Working memory of one block of pairs (see block_shape), by device type; others use the CPU value.
@@ -222,20 +224,20 @@ class _Eq1(torch.autograd.Function):
 def _softmax_scale(p: torch.Tensor, dim: int, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """lam * s̄ = p * scale, scale = lam / q, q = max(sqrt(sum over `dim` of p^2), eps); also 1/q^2 (0 where clamped)."""
     sq = (p * p).sum(dim, keepdim=True)
-    q = sq.clamp_min(EPS**2).sqrt()
+    q = portable.sqrt(sq.clamp_min(EPS**2))
     inv_q2 = torch.where(sq >= EPS**2, q.reciprocal().square(), 0)
     return lam / q, inv_q2
 
 
 def _cosine(dot: torch.Tensor, sq: torch.Tensor) -> torch.Tensor:
     """cos = dot / sqrt(sq) per query (sq = squared norm of the unnormalised attended vector)."""
-    return dot / sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
+    return dot / portable.sqrt(sq.clamp_min(torch.finfo(sq.dtype).tiny))
 
 
 def _cosine_backward(grad: torch.Tensor, dot: torch.Tensor, sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """dL/d dot and dL/d sq of dot / sqrt(max(sq, tiny)), given dL/dcos = grad."""
     tiny = torch.finfo(sq.dtype).tiny
-    g_dot = grad / sq.clamp_min(tiny).sqrt()
+    g_dot = grad / portable.sqrt(sq.clamp_min(tiny))
     g_sq = torch.where(sq >= tiny, -0.5 * g_dot * dot / sq.clamp_min(tiny), 0)
     return g_dot, g_sq
 
@@ -260,8 +262,8 @@ def _text_enhanced(s, p, tu, tn, mask, lam):
     """
     A, M, T, N = s.shape
     scale, inv_q2 = _softmax_scale(p, 1, lam)  # (A, 1, T, N): over the audio tokens m
-    bias = torch.where(mask, tn.log() - lam, -math.inf)  # (T, N): padded words get weight 0
-    w = torch.addcmul(bias, p, scale).exp_()  # (A, M, T, N)
+    bias = torch.where(mask, portable.log(tn) - lam, -math.inf)  # (T, N): padded words get weight 0
+    w = portable.exp(torch.addcmul(bias, p, scale))  # (A, M, T, N)
     dot = torch.einsum("amtn,amtn->amt", w, s)  # (A, M, T)
     wt = w.view(A * M, T, N).transpose(0, 1)  # (T, A*M, N)
     gram_w = torch.bmm(wt, tu @ tu.transpose(1, 2))  # (T, A*M, N): G w per query
@@ -298,7 +300,7 @@ def _audio_enhanced(s, p, au, an, lam):
     A, M, T, N = s.shape
     d = au.shape[-1]
     scale, inv_q2 = _softmax_scale(p, 3, lam)  # (A, M, T, 1): over the words n
-    w = torch.addcmul((an.log() - lam)[:, :, None, None], p, scale).exp_()  # (A, M, T, N)
+    w = portable.exp(torch.addcmul((portable.log(an) - lam)[:, :, None, None], p, scale))  # (A, M, T, N)
     dot = (w * s).sum(1)  # (A, T, N)
     wf = w.view(A, M, T * N)
     attended = None

@@ -19,9 +19,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-import torchaudio
 from torch import nn
 
+from thadcr import numerics, portable
 from thadcr.errors import ThadcrError
 
 __all__ = [
@@ -55,7 +55,9 @@ class LogMel(nn.Module):
 
     Periodic Hann window of ``n_fft``, hop ``hop``, centred frames with reflect padding, power 2,
     Slaney-scale mel filters with Slaney area normalisation, then ``10 log10(max(x, 1e-10))``
-    (reference 1, no top_db). 10 s at 32 kHz gives 1 + 320000 // 320 = 1001 frames.
+    (reference 1, no top_db). 10 s at 32 kHz gives 1 + 320000 // 320 = 1001 frames. In portable
+    numerics the DFT is two matrix products and log10 avoids MKL's vector math (`thadcr.portable`), so the
+    bits are the same on Intel and AMD CPUs; otherwise torch's FFT.
     """
 
     def __init__(
@@ -70,23 +72,22 @@ class LogMel(nn.Module):
         super().__init__()
         self.sample_rate, self.n_mels, self.hop = sample_rate, n_mels, hop
         # Everything the output depends on: the log-mel cache is keyed by it (thadcr.datasets.LogMelCache).
+        self.n_fft, self.exact = n_fft, numerics.is_portable()
         self.settings = {"front_end": "htsat-logmel", "sample_rate": sample_rate, "n_fft": n_fft, "hop": hop,
-                         "n_mels": n_mels, "fmin": fmin, "fmax": fmax}
-        self.spectrogram = torchaudio.transforms.Spectrogram(
-            n_fft=n_fft, win_length=n_fft, hop_length=hop, window_fn=torch.hann_window,
-            power=2.0, center=True, pad_mode="reflect", normalized=False,
-        )
-        self.mel = torchaudio.transforms.MelScale(
-            n_mels=n_mels, sample_rate=sample_rate, f_min=fmin, f_max=fmax, n_stft=n_fft // 2 + 1,
-            norm="slaney", mel_scale="slaney",
-        )
+                         "n_mels": n_mels, "fmin": fmin, "fmax": fmax, "dft": "matmul" if self.exact else "fft"}
+        self.register_buffer("window", portable.hann_window(n_fft), persistent=False)
+        self.register_buffer("filters", portable.mel_filters(n_fft // 2 + 1, n_mels, sample_rate, fmin, fmax), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """wave (B, samples) -> log-mel (B, frames, n_mels) in dB, frames = 1 + samples // hop."""
         if wave.dim() != 2:
             raise ValueError(f"LogMel expects a waveform batch (B, samples), got shape {tuple(wave.shape)}")
-        power = self.mel(self.spectrogram(wave))  # (B, n_mels, frames)
-        return 10.0 * torch.log10(power.clamp_min(1e-10)).transpose(1, 2)
+        if self.exact:  # portable numerics: matrix products and ATen's kernels (thadcr.portable)
+            spectrum = portable.power_spectrum(portable.frames(wave, self.n_fft, self.hop) * self.window)  # (B, frames, n_fft/2+1)
+            return 10.0 * portable.log10((spectrum @ self.filters).clamp_min(1e-10))  # (B, frames, n_mels)
+        spectrum = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect",
+                              return_complex=True).abs().pow(2)  # (B, n_fft/2+1, frames), MKL's or cuFFT's FFT
+        return 10.0 * torch.log10((spectrum.transpose(1, 2) @ self.filters).clamp_min(1e-10))
 
 
 # --------------------------------------------------------------------------------------------

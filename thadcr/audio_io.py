@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
+from thadcr import portable
 from thadcr.errors import ThadcrError
 
 CROP_MODES = ("random", "start", "center")
@@ -80,7 +80,7 @@ def load_audio(path: str | Path, sample_rate: int = 32000) -> torch.Tensor:
     """Mono float32 waveform (samples,) of ``path`` at ``sample_rate`` Hz.
 
     Channels are averaged (downmix); any other file rate is converted with
-    ``torchaudio.functional.resample`` (windowed sinc), giving ceil(n * sample_rate / rate)
+    `thadcr.portable.resample` (windowed sinc, torchaudio's method), giving ceil(n * sample_rate / rate)
     samples.
     """
     if sample_rate <= 0:
@@ -88,7 +88,7 @@ def load_audio(path: str | Path, sample_rate: int = 32000) -> torch.Tensor:
     data, rate = read_audio(path)
     wave = torch.from_numpy(data.mean(axis=1, dtype=np.float32))  # (frames,)
     if rate != sample_rate:
-        wave = AF.resample(wave, orig_freq=rate, new_freq=sample_rate)
+        wave = portable.resample(wave, rate, sample_rate)
     assert wave.dim() == 1 and wave.dtype == torch.float32
     return wave
 

@@ -1,4 +1,4 @@
-"""The `thadcr` command: data build/check, train, evaluate, search, reproduce, pretrain.
+"""The `thadcr` command: data build/check, train, evaluate, numerics, search, reproduce, pretrain.
 
 `python -m thadcr` is the same command. `key=value` overrides may come anywhere after the
 command, also after its options; `thadcr train --help` lists every key.
@@ -93,6 +93,21 @@ def _pretrain(args: argparse.Namespace) -> int:
     return pretrain.run_from_args(args)
 
 
+def _numerics_trace(args: argparse.Namespace) -> int:
+    from thadcr import numerics_trace
+
+    events = numerics_trace.trace(args.run, args.out, args.steps)
+    print(f"{events} events -> {args.out}")
+    return 0
+
+
+def _numerics_compare(args: argparse.Namespace) -> int:
+    from thadcr import numerics_trace
+
+    print(numerics_trace.describe_difference(args.a, args.b))
+    return 0 if numerics_trace.compare(args.a, args.b) is None else 1
+
+
 def _command(commands: argparse._SubParsersAction, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
     """A subcommand's parser; it is kept in the namespace to report its own usage errors."""
     parser = commands.add_parser(
@@ -121,6 +136,22 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     check.add_argument("path", help="the data set's root folder")
     check.add_argument("--layout", choices=("clotho", "audiocaps"), help="its layout (default: detected)")
     check.set_defaults(func=_data_check)
+
+
+def _add_numerics(commands: argparse._SubParsersAction) -> None:
+    numerics = _command(commands, "numerics", "find where two machines' numbers part (op-by-op traces)")
+    numerics_commands = numerics.add_subparsers(dest="numerics_command", required=True, metavar="{trace,compare}")
+    trace = _command(numerics_commands, "trace", "fingerprint a finished run's first training steps, op by op")
+    trace.add_argument("--run", default="results/tiny/runs/clotho-DP-htsat-K8-a0.01-b0.005-s0",
+                       help="a finished run's folder (default: the committed-run test's run)")  # fmt: skip
+    trace.add_argument("--out", required=True, help="the trace file to write (JSON lines)")
+    trace.add_argument("--steps", type=int, default=3, help="optimiser steps to trace (default: 3)")
+    trace.set_defaults(func=_numerics_trace)
+    compare = _command(numerics_commands, "compare", "name the first operation whose bits differ between two traces "
+                       "(exit status 1 when they differ)")  # fmt: skip
+    compare.add_argument("a", help="a trace file, e.g. results/tiny/numerics/trace-*.jsonl")
+    compare.add_argument("b", help="another trace file, e.g. your machine's")
+    compare.set_defaults(func=_numerics_compare)
 
 
 def _add_train_evaluate(commands: argparse._SubParsersAction) -> None:
@@ -179,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(commands)
     _add_train_evaluate(commands)
+    _add_numerics(commands)
     _add_search(commands)
     _add_reproduce_pretrain(commands)
     return parser

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fnmatch
-import functools
 import gzip
 import hashlib
 import io
@@ -47,11 +46,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
-import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
-from thadcr import numerics
+from thadcr import numerics, portable
 from thadcr.datasets import atomic_write
 from thadcr.errors import ThadcrError
 
@@ -553,12 +550,6 @@ def active_rms_db(wave: np.ndarray, sample_rate: int) -> float:
     return float(10.0 * np.log10(power.mean()))
 
 
-@functools.lru_cache(maxsize=None)
-def _resampler(rate: int, sample_rate: int) -> torchaudio.transforms.Resample:
-    """torchaudio's windowed-sinc resampling (``functional.resample``) with its kernel computed once."""
-    return torchaudio.transforms.Resample(rate, sample_rate)
-
-
 def prepare_audio(wave: np.ndarray, rate: int, sample_rate: int, max_seconds: float = MAX_SOURCE_SECONDS) -> np.ndarray | None:
     """Mono ``wave`` resampled to ``sample_rate``, trimmed, cut to ``max_seconds``, normalised.
 
@@ -572,7 +563,7 @@ def prepare_audio(wave: np.ndarray, rate: int, sample_rate: int, max_seconds: fl
         return None
     if rate != sample_rate:
         with torch.no_grad():
-            wave = _resampler(rate, sample_rate)(torch.from_numpy(wave.copy())).numpy()
+            wave = portable.resample(torch.from_numpy(wave.copy()), rate, sample_rate).numpy()
     frame = max(1, sample_rate // 100)
     loud = np.flatnonzero(_frame_db(wave, frame) >= _frame_db(wave, frame).max() - TRIM_DB)
     wave = wave[loud[0] * frame : (loud[-1] + 1) * frame][: int(max_seconds * sample_rate)]
@@ -749,7 +740,7 @@ def _event_wave(source: np.ndarray, event: Event, sample_rate: int) -> np.ndarra
     wave[:fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)
     wave[n - fade_out :] *= np.linspace(1.0, 0.0, fade_out, dtype=np.float32)
     if event.distant:
-        wave = AF.lowpass_biquad(torch.from_numpy(wave), sample_rate, 1200.0).numpy()
+        wave = portable.lowpass_biquad(torch.from_numpy(wave), sample_rate, 1200.0).numpy()
     return wave * np.float32(10.0 ** (event.gain_db / 20.0))
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from thadcr import portable
+
 # Elements of the (rows, Nt, K, hidden) activation ConfidenceAware.all_pairs holds at once.
 CA_BLOCK_ELEMENTS = 2**25
 
@@ -68,7 +70,7 @@ def factor_correlation(*, e_audio: torch.Tensor, e_text: torch.Tensor, eps: floa
     def standardise(e: torch.Tensor) -> torch.Tensor:
         mean = e.mean(dim=0, keepdim=True)
         var = e.var(dim=0, unbiased=False, keepdim=True)
-        return (e - mean) / torch.sqrt(var + eps)
+        return (e - mean) / portable.sqrt(var + eps)
 
     z_t, z_a = standardise(e_text), standardise(e_audio)  # (B, K, w)
     return torch.einsum("bid,bjd->ij", z_t, z_a) / (b * w)  # (K, K)

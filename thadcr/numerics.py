@@ -116,6 +116,11 @@ def apply(mode: str, threads: int = PORTABLE_THREADS) -> None:
     _applied = mode
 
 
+def is_portable() -> bool:
+    """Whether `apply("portable")` set up this process (code with a vendor-independent variant uses it)."""
+    return _applied == "portable"
+
+
 def cache_tag() -> str:
     """What cached features computed in this process depend on: "portable" (the same on every
     machine), or "native-<ATen kernels>-<threads>t" (this kind of CPU only). Log-mel and text-feature

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from thadcr import embedded, numerics
+from thadcr import embedded, numerics, portable
 from thadcr.audio import (
     HTSAT,
     HTSAT_IGNORED_SUFFIXES,
@@ -51,6 +51,7 @@ from thadcr.audio import (
 from thadcr.config import Config, make_config
 from thadcr.errors import RunError, UsageError
 from thadcr.files import atomic_save, atomic_write_json, torch_bytes
+from thadcr.train import adam
 from thadcr.provenance import git_commit, git_dirty, machine, package_versions
 
 ENCODERS = ("htsat", "resnet38")
@@ -186,7 +187,7 @@ def _play_faster(wave: np.ndarray, factor: float, sample_rate: int) -> np.ndarra
     if factor == 1.0:
         return wave
     with torch.no_grad():
-        return embedded._resampler(round(factor * sample_rate), sample_rate)(torch.from_numpy(wave.copy())).numpy()
+        return portable.resample(torch.from_numpy(wave.copy()), round(factor * sample_rate), sample_rate).numpy()
 
 
 class TagScenes(torch.utils.data.Dataset):
@@ -415,7 +416,7 @@ def train_tagger(settings: Settings, config: Config, material: Material, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     tagger = build_tagger(settings.encoder, config, len(material.classes))
-    optimizer = torch.optim.Adam(tagger.parameters(), lr=settings.lr)
+    optimizer = adam(tagger.parameters(), settings.lr)
     key = _settings_key(settings, config, material)
     state_path = out_dir / (CHECKPOINT_NAMES[settings.encoder] + ".state.pt")
     done = _resume(state_path, key, tagger, optimizer)
