@@ -30,6 +30,8 @@ def _metrics(run_id: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the committed runs predate the vendor-independent numerics (thadcr.portable): "
+                   "made on Intel at 58d0d11, they repeat nowhere until the tiny plan is re-run (README, Portable numerics)")
 def test_one_committed_tiny_run_reproduces_exactly(tmp_path, monkeypatch):
     committed = json.loads((RUN / "metrics.json").read_text())
     config = from_dict(committed["config"])

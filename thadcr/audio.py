@@ -82,12 +82,15 @@ class LogMel(nn.Module):
         """wave (B, samples) -> log-mel (B, frames, n_mels) in dB, frames = 1 + samples // hop."""
         if wave.dim() != 2:
             raise ValueError(f"LogMel expects a waveform batch (B, samples), got shape {tuple(wave.shape)}")
-        if self.exact:  # portable numerics: matrix products and ATen's kernels (thadcr.portable)
-            spectrum = portable.power_spectrum(portable.frames(wave, self.n_fft, self.hop) * self.window)  # (B, frames, n_fft/2+1)
-            return 10.0 * portable.log10((spectrum @ self.filters).clamp_min(1e-10))  # (B, frames, n_mels)
-        spectrum = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect",
-                              return_complex=True).abs().pow(2)  # (B, n_fft/2+1, frames), MKL's or cuFFT's FFT
-        return 10.0 * torch.log10((spectrum.transpose(1, 2) @ self.filters).clamp_min(1e-10))
+        if self.exact:  # portable numerics: matrix products, ATen's kernels
+            frames = portable.frames(wave, self.n_fft, self.hop) * self.window
+            power = portable.power_spectrum(frames)  # (B, frames, n_fft/2 + 1)
+            mel = (power @ self.filters).clamp_min(1e-10)  # (B, frames, n_mels)
+            return 10.0 * portable.log10(mel)
+        spectrum = torch.stft(wave, self.n_fft, self.hop, window=self.window,
+                              center=True, pad_mode="reflect", return_complex=True)
+        power = spectrum.abs().pow(2).transpose(1, 2)  # (B, frames, n_fft/2 + 1)
+        return 10.0 * torch.log10((power @ self.filters).clamp_min(1e-10))
 
 
 # --------------------------------------------------------------------------------------------

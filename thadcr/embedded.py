@@ -880,7 +880,8 @@ def build(out_dir: str | Path = "data/embedded", flavour: str = "all", packages_
     packages_dir = Path(packages_dir) if packages_dir is not None else out_dir.parent / "packages"
     trees = fetch_packages(packages_dir, progress)
     versions = {p: package_version(t, p) for p, t in trees.items()}
-    code = {t.name: _sha256(t) for t in (Path(__file__), SOURCES_TABLE, CLASSES_TABLE)}  # any change rebuilds
+    sources = (Path(__file__), Path(portable.__file__), SOURCES_TABLE, CLASSES_TABLE)
+    code = {t.name: _sha256(t) for t in sources}  # any change rebuilds
     summary = {"out_dir": str(out_dir), "packages_dir": str(packages_dir), "packages": versions, "flavours": {}}
     params = {}
     for name in flavours:
