@@ -186,10 +186,13 @@ def power_spectrum(frames_: torch.Tensor) -> torch.Tensor:
 
 
 def log10(x: torch.Tensor) -> torch.Tensor:
-    """log10 of positive x without MKL's vector math: x = m 2^e (m in [0.5, 1)), so
-    log10 x = e log10 2 + log1p(m - 1) / ln 10 (m - 1 is exact)."""
-    mantissa, exponent = torch.frexp(x)
-    return exponent.to(x.dtype) * LOG10_2 + torch.log1p(mantissa - 1.0) * INV_LN10  # no gradient: a front end
+    """log10 of positive x without MKL's vector math: x = m 2^e (m in [1, 2)), so
+    log10 x = e log10 2 + log1p(m - 1) / ln 10 (m - 1 is exact). Computed in float64 and rounded
+    once, so float32 results are correctly rounded but for rare ties (log10 of 1e-10 is -10 exactly).
+    No gradient: it serves the front end."""
+    half_mantissa, exponent = torch.frexp(x.double())  # x = half_mantissa 2^exponent, half_mantissa in [0.5, 1)
+    log = (exponent.double() - 1.0) * LOG10_2 + torch.log1p(2.0 * half_mantissa - 1.0) * INV_LN10
+    return log.to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
