@@ -43,7 +43,8 @@ root = page.results_folder(profile, results_dir)
 # - **95 % interval**: its interval, from the seed-to-seed spread and a bootstrap over the test
 #   clips (how: the claims section of the reproduction notes);
 # - **verdict**: *holds* when the whole interval is above 0, *contradicted* when it is below 0,
-#   *undecided* when it contains 0, *missing* when a run is not there;
+#   *smaller than the paper's* when it contains 0 but lies wholly below the paper's effect (the
+#   paper's size is ruled out, not the sign), *undecided* otherwise, *missing* when a run is not there;
 # - **seeds**: how many seeds the difference is averaged over.
 #
 # The letter after a claim leads to where the paper makes it, listed under the table. The

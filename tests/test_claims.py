@@ -134,6 +134,12 @@ def test_constructed_numbers_give_each_verdict():
     assert claim_interval(np.array([10.0, 11, 12]), np.zeros(3), flat, flat)["verdict"] == "holds"
     assert claim_interval(np.zeros(3), np.array([10.0, 11, 12]), flat, flat)["verdict"] == "contradicted"
     assert claim_interval(np.array([1.0, -1, 0.5]), np.zeros(3), flat, flat)["verdict"] == "undecided"
+    # the fourth verdict needs the paper's effect: an interval around 0 wholly below it
+    assert claims.verdict(-2.0, 3.0, paper_effect=5.0) == claims.SMALLER == "smaller than the paper's"
+    assert claims.verdict(-2.0, 3.0, paper_effect=3.0) == "undecided"  # touching the paper's effect
+    assert claims.verdict(-2.0, 3.0) == "undecided"  # no paper effect (NaN)
+    assert claims.verdict(0.5, 3.0, paper_effect=5.0) == "holds"  # smaller, but the sign is decided
+    assert claims.verdict(-3.0, -0.5, paper_effect=5.0) == "contradicted"
     # no test noise: the interval is the t interval of the paired differences, df 2
     result = claim_interval(np.array([10.0, 11, 12]), np.zeros(3), flat, flat)
     assert result["ci_high"] - 11 == pytest.approx(t_quantile(0.975, 2) * 1 / math.sqrt(3))

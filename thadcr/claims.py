@@ -49,8 +49,9 @@ sigma_v^2/(n S).
   df = V^2 / ((seed part)^2 / df_seed), the bootstrap part counting as exactly known; it tends
   to the normal quantile when the seed part vanishes.
 
-Verdict: ``holds`` (interval above 0), ``contradicted`` (below 0), ``undecided``; ``missing`` when
-no seed was run for both settings. The coverage of this interval is checked on simulated results
+Verdict (`verdict`): ``holds`` (interval above 0), ``contradicted`` (below 0), ``smaller than the
+paper's`` (it contains 0 but lies wholly below the paper's effect: the paper's size is ruled out, not
+the sign), ``undecided``; ``missing`` when no seed was run for both settings. The coverage of this interval is checked on simulated results
 in tests/test_claims.py (docs/decisions/claims.md gives the figures).
 """
 
@@ -178,6 +179,21 @@ def residual_variance(values: np.ndarray, replicates: np.ndarray) -> tuple[float
     return mean_square, test_part, df
 
 
+SMALLER = "smaller than the paper's"
+VERDICTS = ("holds", "contradicted", SMALLER, "undecided", "missing")
+
+
+def verdict(low: float, high: float, paper_effect: float = math.nan) -> str:
+    """The verdict of a 95 % interval [low, high] for a claim whose paper effect is `paper_effect`
+    (positive: the claims are written "better > worse"): holds above 0, contradicted below 0,
+    smaller than the paper's when it contains 0 but lies wholly below the paper's effect, else undecided."""
+    if low > 0:
+        return "holds"
+    if high < 0:
+        return "contradicted"
+    return SMALLER if high < paper_effect else "undecided"
+
+
 def claim_interval(
     better: np.ndarray,
     worse: np.ndarray,
@@ -210,9 +226,8 @@ def claim_interval(
     effect = float(diffs.mean())
     half = t_quantile(0.5 + level / 2, df) * math.sqrt(total) if not math.isnan(total) else math.nan
     low, high = effect - half, effect + half
-    verdict = "holds" if low > 0 else "contradicted" if high < 0 else "undecided"
     return {
-        "effect": effect, "ci_low": low, "ci_high": high, "verdict": verdict, "n_seeds": n_seeds,
+        "effect": effect, "ci_low": low, "ci_high": high, "verdict": verdict(low, high), "n_seeds": n_seeds,
         "seed_variance": source, "bootstrap_sd": math.sqrt(boot_var),
         "seed_sd": math.sqrt(max(seed_var - interaction, 0.0)), "sd": math.sqrt(total), "df": df,
     }  # fmt: skip
@@ -350,6 +365,7 @@ def claims_frame(
             values = [np.array([source[side[s]] for s in paired]) for source in (observed, replicates)
                       for side in (better, worse)]  # fmt: skip
             row |= claim_interval(*values, pooled)  # better, worse (S,); their replicates (S, B)
+            row["verdict"] = verdict(row["ci_low"], row["ci_high"], row["paper_effect"])
         else:
             row |= {key: math.nan for key in ("effect", "ci_low", "ci_high", "bootstrap_sd", "seed_sd", "sd", "df")}
             row |= {"verdict": "missing", "n_seeds": 0, "seed_variance": "no seed run for both settings"}
@@ -368,7 +384,7 @@ def forest_plot(frame: pd.DataFrame, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 0.32 * len(frame) + 1.2))
     y = np.arange(len(frame))[::-1]  # first claim on top
-    colours = {"holds": "tab:green", "contradicted": "tab:red"}
+    colours = {"holds": "tab:green", "contradicted": "tab:red", SMALLER: "tab:orange"}
     for yi, row in zip(y, frame.itertuples()):
         colour = colours.get(row.verdict, "tab:gray")
         ax.errorbar(row.effect, yi, xerr=[[row.effect - row.ci_low], [row.ci_high - row.effect]],
@@ -378,6 +394,7 @@ def forest_plot(frame: pd.DataFrame, ax=None):
     ax.set_yticks(y, [f"T{row.table} {row.claim}" for row in frame.itertuples()], fontsize=8)
     ax.set_xlabel("R-sum difference, better - worse (95 % interval)")
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"ours: {v}") for v, c in
-               [("holds", "tab:green"), ("contradicted", "tab:red"), ("undecided", "tab:gray")]]  # fmt: skip
+               [("holds", "tab:green"), ("contradicted", "tab:red"), (SMALLER, "tab:orange"),
+                ("undecided", "tab:gray")]]  # fmt: skip
     ax.legend(handles=handles + [ax.collections[-1]], fontsize=7, loc="best")
     return ax

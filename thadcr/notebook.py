@@ -307,7 +307,8 @@ FIGURE_DPI = 100
 BODY_PX = 16  # the body text's size in the book's theme
 BODY_PT = BODY_PX * 72 / FIGURE_DPI  # 11.52 pt: 16 px in a figure drawn at FIGURE_DPI and shown 1:1
 COLUMN_INCHES = 6.5  # 650 px at FIGURE_DPI: with the inline backend's tight crop still within the column
-VERDICT_COLOURS = {"holds": "tab:green", "contradicted": "tab:red", "undecided": "tab:gray", "missing": "#bbbbbb"}
+VERDICT_COLOURS = {"holds": "tab:green", "contradicted": "tab:red", "smaller than the paper's": "tab:orange",
+                   "undecided": "tab:gray", "missing": "#bbbbbb"}
 OTHER_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:blue")
 # claims.csv column -> the header a reader sees; other columns of the file are named under the table
 CLAIM_HEADERS = {"claim": "claim (better > worse)", "paper_effect": "paper's effect", "effect": "ours",
