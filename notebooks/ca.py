@@ -18,6 +18,20 @@
 # > audio-text latent factor pair. [...] Leveraging these confidence scores as weights, we
 # > adaptively aggregate all factor pairs to compute the text-audio similarity"
 #
+# **Why.** The paper estimates "the confidence of each cross-modal latent factor pair" and
+# uses it as the weight of that pair's cosine: "a smaller value of $g_i$ implies that the
+# semantic element is less likely to match the $i$-th subspace" (sections 1 and 2.4). As we read
+# the idea: not every factor pair of a caption and a clip matches (a caption names a few sound
+# events, and a factor may carry an element that one side lacks or carries differently), and an
+# unweighted sum of the $K$ factor cosines would count such a pair as much as a matching one;
+# CA lets the pairs that do not match weigh less. The paper credits the gain of Table 3's last
+# row to this "adaptive mechanism in determining the text-audio similarity for local
+# cross-modal matching" (section 3.3). Two remarks of ours: nothing in the paper's loss trains
+# $g_i$ directly to mean "match"; it is learnt only through the retrieval loss on $S_{DCR}$.
+# And since our MLP ends without an activation, $g_i$ can be negative, so a "weight" can also
+# flip the sign of a cosine. The section "What the weights pick up" below shows what a trained
+# run's weights do.
+#
 # The [previous page](dcr.py) built $K$ latent factors per modality. CA scores each pair of
 # same-index factors with a small MLP, and $S_{DCR}$ is the confidence-weighted sum of the $K$
 # factor cosines (Eq. 4). The similarity is trained with the NT-Xent loss (Eq. 5,
@@ -37,7 +51,7 @@
 # | all clip-caption pairs scored by splitting the first layer's weight | ours (exactly the same numbers) |
 # | $\mathcal{L}_S$: NT-Xent over $S$ in both directions (Eq. 5); $S$ is $S_{DCR}$ alone or a sum such as $S_{THA} + S_{DCR}$ | paper |
 # | $\tau = 0.07$, fixed | ref [8]'s code; the paper calls $\tau$ "a temperature hyper-parameter" and gives no value |
-# | two captions of the same clip in one batch are both positives (uniform targets) | ours, as WavCaps; ref [8]'s code counts them as negatives |
+# | two captions of the same clip in one batch are both positives (uniform targets) | ours, as WavCaps' code ({cite}`mei2024wavcaps`); ref [8]'s code counts them as negatives |
 #
 # The reasons are in the [reproduction notes](../book/reproduction-notes.md) (factors and
 # losses, model).
@@ -124,8 +138,8 @@ print(f"g {tuple(g.shape)} (pairs x factors), equal to the literal MLP; "
 # matrix (the factors are keyword-only arguments: both sides have one shape, so a swap would
 # go unnoticed). This is Eq. 4 as written, the sum the paper profiles use. The tiny profile
 # divides it by $K$ (`factor_reduce: mean`) so that it starts on the scale of one cosine, like
-# $S_{DP}$: trained from scratch for a few epochs, the sum left the unweighted "+L_D" ablation
-# far behind (see the reproduction notes).
+# $S_{DP}$: when the tiny encoders were still trained from scratch for a few epochs, the sum left
+# the unweighted "+L_D" ablation far behind (see the reproduction notes).
 
 # %% tags=["nbval-ignore-output"]
 show(dcr_similarity)
@@ -257,7 +271,10 @@ else:
 # \right)$$
 #
 # Rows are clips, columns captions, the diagonal the matching pairs; the first sum ranks the
-# captions of each clip, the second the clips of each caption. $S$ is any of the similarities
+# captions of each clip, the second the clips of each caption. The factor $1/B$ in front of
+# both sums makes $\mathcal{L}_S$ the *sum* of the two directions' mean cross-entropies, not
+# one mean over all $2B$ terms (the "mean" in the title of the figure below is each softmax's
+# mean, the two added). $S$ is any of the similarities
 # ($S_{DCR}$, $S_{THA} + S_{DCR}$, ...). The page uses $\tau = 0.07$, the fixed temperature of
 # ref [8]'s code ({cite}`mei2022metric`), whose pipeline the paper follows; the paper gives no
 # value.

@@ -19,6 +19,17 @@
 # > [...] For the former, we minimize mutual information among different latent factors [...]
 # > For the latter, we maximize mutual information for each latent factor pair separately"
 #
+# **Why.** A pooled audio vector or a [CLS] vector sums up a whole clip or caption in one point.
+# In the paper's words (section 2.3), such global representations hold the semantics "in an
+# entangled state", so matching them directly "cannot capture fine-grained cross-modal
+# correspondences between a set of diverse phrases in textual descriptions and a set of various
+# audio events within audio clips". DCR splits each global vector into $K$ small factors meant to
+# carry one semantic element each. Different factors should overlap little ("the independence
+# of the latent factors ensures little semantic overlap among them"): that is what
+# $\mathcal{L}_D$ asks for. The same factor should carry the same element in text and audio:
+# that is what $\mathcal{L}_A$ asks for. The [CA page](ca.py) then compares the factors one
+# by one.
+#
 # The global text vector $\bar t$ ([CLS]) and audio vector $\bar a$ (pooled HTS-AT) are each
 # projected into $K$ latent factors, $e_k = W_k \bar t$. Two losses act on the cross-modal
 # correlation matrix $C$ of the factors of matching pairs: $\mathcal{L}_D$ pushes different
@@ -38,7 +49,7 @@
 # | the factors act on $\bar a$ and $\bar t$ directly, not on DP's projection | paper ($e_k = W_k \bar t$) |
 # | mutual information (Eq. 2) measured implicitly through $C$ and Eq. 3 | paper, 2.3 |
 # | $z = (e - \mathbb{E}[e]) / \sqrt{\mathrm{Var}[e]}$, $C_{i,j} = \mathbb{E}_{t,a}[(z_i^t)^\top z_j^a]$ | paper, 2.3 |
-# | $C$ divided by the $D/K$ dimensions, so that $C \in [-1, 1]$ and $C_{i,i} = 1$ is reachable | ours |
+# | $C$ divided by the $D/K$ dimensions: the mean of per-dimension correlations, in $[-1, 1]$, so that $\mathcal{L}_A$'s target $C_{i,i} = 1$ means fully correlated factors | ours |
 # | $\epsilon = 10^{-5}$ added to the variance | ours |
 # | $\mathcal{L}_D = \sum_i \sum_{j \ne i} C_{i,j}^2$, $\mathcal{L}_A = \sum_i (1 - C_{i,i})^2$, $\mathcal{L} = \mathcal{L}_S + \alpha \mathcal{L}_D + \beta \mathcal{L}_A$ | paper, 2.3 ($\mathcal{L}$: 2.4) |
 # | $C$ over the matching pairs of each training batch | ours (the paper writes an expectation over text-audio pairs) |
@@ -115,12 +126,19 @@ print(f"t_bar {tuple(t_bar.shape)} -> factors {tuple(factors.shape)} = (B, K, D/
 # \qquad (2)$$
 #
 # measures how much knowing one factor tells about the other: it is 0 when they are
-# independent and large when one nearly determines the other. The goal is a large $I$ for the
-# same factor in both modalities ($i = j$: the text factor and the audio factor describe the
-# same semantic element) and a small $I$ for different factors ($i \ne j$: each factor carries
-# its own element). Mutual information is hard to estimate, so the paper measures it
-# "implicitly" through a correlation. Each factor is standardised (here over the batch of $B$
-# matching pairs, our reading of the expectation) and the cross-modal covariance is taken:
+# independent and large when one nearly determines the other. As printed, Eq. 2 weights by the
+# joint density twice: the expectation $\mathbb{E}_{t,a}$ already averages over pairs drawn
+# with probability $p(e_i^t, e_j^a)$, and the bracket multiplies by $p(e_i^t, e_j^a)$ again.
+# Mutual information is $\mathbb{E}\big[\log \frac{p(x, y)}{p(x)\,p(y)}\big]$, or the same
+# thing written as an integral of $p(x, y) \log \frac{p(x, y)}{p(x)\,p(y)}$, not both at once;
+# we read Eq. 2 as the usual mutual information (nothing computes it either way).
+#
+# The goal is a large $I$ for the same factor in both modalities ($i = j$: the text factor and
+# the audio factor describe the same semantic element) and a small $I$ for different factors
+# ($i \ne j$: each factor carries its own element). Mutual information is hard to estimate, so
+# the paper measures it "implicitly" through a correlation. Each factor is standardised (here
+# over the batch of $B$ matching pairs, our reading of the expectation) and the cross-modal
+# covariance is taken:
 #
 # $$z^t = \frac{e^t - \mathbb{E}[e^t]}{\sqrt{\mathrm{Var}[e^t]}}, \quad
 # z^a = \frac{e^a - \mathbb{E}[e^a]}{\sqrt{\mathrm{Var}[e^a]}}, \qquad
@@ -131,11 +149,25 @@ print(f"t_bar {tuple(t_bar.shape)} -> factors {tuple(factors.shape)} = (B, K, D/
 # small $I(e_i^t; e_j^a)$. Hence the two losses below act on $C$: its off-diagonal should
 # vanish and its diagonal be 1.
 #
-# The package divides the inner product by the $D/K$ dimensions, so that $C$ is a correlation
-# in $[-1, 1]$ and $C_{i,i} = 1$ is reachable (with a plain inner product $C_{i,i}$ of identical
-# factors would be $D/K$, and $(1 - C_{i,i})^2$ could never vanish); it also adds
-# $\epsilon = 10^{-5}$ to the variance. Both are our choices. The literal version below follows
-# the formula as written, loops over batch and dimensions, float64:
+# Eq. 3 is a probability only when a column of $C$ has no negative entry. $C_{i,j}$ is a
+# correlation and can be negative, so the ratio can be negative, larger than 1, or undefined
+# when the column sums to 0. The losses do not depend on that reading: $\mathcal{L}_D$ does not
+# minimise $C_{i,j}$, which would drive it towards $-1$, but its square, which drives it to 0
+# from either side, i.e. it decorrelates the factors.
+#
+# The package divides the inner product by the $D/K$ dimensions, so that $C_{i,j}$ is the *mean*
+# of the $D/K$ per-dimension correlations (dimension $d$ of text factor $i$ with dimension $d$ of
+# audio factor $j$), in $[-1, 1]$; it also adds $\epsilon = 10^{-5}$ to the variance. Both are
+# our choices. With the plain inner product, $C_{i,i}$ would be their *sum*, between $-D/K$ and
+# $D/K$, and $\mathcal{L}_A$ would vanish when the per-dimension correlations average $K/D$
+# (1/96 with the paper profiles' 96-dimensional factors). It would then ask matching factors to
+# be barely correlated, and penalise perfectly aligned ones ($C_{i,i} = D/K$) more than
+# unrelated ones. With the mean, $C_{i,i} = 1$ means that every dimension of the text factor
+# moves with the same dimension of the audio factor over the batch, which is what "maximize the
+# mutual information" of a matching pair asks for. The entries also keep one scale whatever
+# $K$ is, so one $\alpha$ and one $\beta$ serve Table 4's three values of $K$. The literal
+# version below follows the formula with our division by $D/K$ but without $\epsilon$, loops
+# over batch and dimensions, float64:
 
 # %% tags=["nbval-ignore-output"]
 show(factor_correlation)
@@ -205,6 +237,23 @@ print(C.numpy())
 # - negated factors: $C = -I$, $\mathcal{L}_D = 0$, $\mathcal{L}_A = 4 K = 16$;
 # - independent random factors: $C \approx 0$ (entries of order $1 / \sqrt{B \cdot D/K}$),
 #   $\mathcal{L}_A \approx K = 4$.
+#
+# **A relative: Barlow Twins.** Together the two losses,
+#
+# $$\alpha \mathcal{L}_D + \beta \mathcal{L}_A = \beta \Big[\sum_i (1 - C_{i,i})^2
+# + \frac{\alpha}{\beta} \sum_i \sum_{j \ne i} C_{i,j}^2\Big],$$
+#
+# pull a cross-correlation matrix towards the identity. That is the form of the Barlow Twins
+# objective ({cite}`zbontar2021barlow`): there $C$ correlates the embedding dimensions of two
+# distorted views of one image over the batch, its diagonal is pulled to 1 (the two views agree)
+# and its off-diagonal to 0 (the dimensions carry no redundant information), with a small
+# weight on the off-diagonal. In DCR the two views are a caption and its clip, an entry
+# correlates two factors of $D/K$ dimensions rather than two single dimensions, and the
+# off-diagonal term weighs $\alpha / \beta = 2$ times the diagonal one. The paper does not cite
+# Barlow Twins (it follows its refs [25-27] in measuring mutual information implicitly); the
+# comparison is ours. It says what the losses optimise without the detour through Eqs. 2
+# and 3: correlations between factors, not mutual information, and a correlation of 0 does not
+# make two factors independent.
 
 # %%
 hadamard = np.array([[1.0]])
@@ -323,9 +372,11 @@ else:
 #
 # - $e_k = W_k \bar x$: $K$ linear maps to $D/K$ dimensions, computed as one `Linear` whose
 #   output is split into $K$ parts.
-# - Eq. 2's mutual information is not computed: $C$ stands in for it. $C$ standardises each
-#   factor dimension over the batch of matching pairs and correlates text factor $i$ with
-#   audio factor $j$; the package divides by $D/K$ so that $C \in [-1, 1]$.
+# - Eq. 2's mutual information and Eq. 3's ratio are not computed: $C$ stands in for them, and
+#   the losses decorrelate factors rather than measure information (a Barlow-Twins-like
+#   objective). $C$ standardises each factor dimension over the batch of matching pairs and
+#   correlates text factor $i$ with audio factor $j$; the package divides by $D/K$ so that
+#   $C \in [-1, 1]$ and its diagonal target 1 means fully correlated factors.
 # - $\mathcal{L}_D$ (off-diagonal) and $\mathcal{L}_A$ (diagonal) vanish exactly when $C = I$,
 #   i.e. each text factor matches its own audio factor and no other; permuted or negated
 #   factors are penalised as computed above.

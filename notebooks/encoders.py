@@ -18,6 +18,18 @@
 # > Transformer, a text Transformer, and a Transformer-based hierarchical alignment (THA) module."
 # > (Xin et al., 2024, section 1)
 #
+# **Why two Transformers.** The paper's argument (section 1) is about the *match* between the
+# two encoders. Most systems before it pair a CNN for audio with a Transformer for text, and
+# "such architectural disparities may lead to varied semantic distribution spaces, potentially
+# weakening the audio-text alignment"; with the same kind of network on both sides, "the
+# dual-stream encoders could yield features with more similar characteristics for audio and
+# text", which should make them easier to align. It adds that HTS-AT "surpasses CNN models in
+# various audio-related tasks" (section 2.1). A second reason is the hierarchy: both encoders
+# are stacks of blocks whose intermediate outputs THA compares depth by depth (next page).
+# Table 1's first two rows, DP (ResNet38) and DP (HTSAT), are where the paper tests the
+# exchange of encoders; they also differ in size and pretraining, so (our remark) that
+# comparison does not isolate the similarity of architectures from the rest.
+#
 # This page follows one real clip of the embedded test set through both encoders: waveform,
 # log-mel spectrogram, the 256 x 256 "image" HTS-AT ({cite}`chen2022htsat`) reads, its patches,
 # the three stage outputs the paper uses ($A_h = \{A^{s2}, A^{s3}, A^{s4}\}$), and on the text
@@ -36,7 +48,7 @@
 # | outputs of stages 2, 3, 4 as the low, middle and high levels; stage 1 discarded (too many tokens) | paper, 2.1 |
 # | stages 2, 3, 4 paired with BERT blocks 4, 10, 12 | paper, 2.1 |
 # | both encoders fine-tuned | paper, 3.1 |
-# | the stage outputs are taken *before* each stage's patch merging | our reading: after merging, stage 1 would have as many tokens as stage 2; HAT ({cite}`bin2023hat`) does the same |
+# | the stage outputs are taken *before* each stage's patch merging | ours: the paper does not say; each stage's last Swin block, the depth the pairing with BERT counts; HAT ({cite}`bin2023hat`) does the same |
 # | $\bar a$: "an average pooling layer" over the frame-level embeddings after all blocks | paper, 2.2; pooling after HTS-AT's final LayerNorm (its `latent_output`) is ours |
 # | $\bar t$: the [CLS] output after all blocks | paper, 2.2 |
 # | HTS-AT starts from the official AudioSet checkpoint (`HTSAT_AudioSet_Saved_1.ckpt`) | ours (the paper names no checkpoint) |
@@ -225,8 +237,12 @@ print("tokens:", tuple(tokens.shape), "= 64 x 64 patches of 4 x 4 pixels, 96 cha
 # that halves the grid and doubles the channels. The paper uses the outputs of stages 2-4
 # ("Due to the computational intensity of stage 1's large token numbers, we discard the output
 # feature of stage 1"); it does not say whether a stage's output is taken before or after its
-# merging. We take them **before** (our reading: after merging, stage 1 would have 1024 tokens,
-# as many as the stage 2 that is kept). The pooled feature $\bar a$ (used by DP and DCR) is the
+# merging, and its reason for dropping stage 1 holds either way (before merging stage 1 has 4096
+# tokens against stage 2's 1024; after merging, 1024 against 256). We take them **before** (our
+# choice): that is the output of the stage's last Swin block, the depth at which the paper pairs
+# each stage with a BERT block (below), and it keeps a different token grid at each level
+# (after merging, stages 3 and 4 would both have 8 x 8 tokens, since stage 4 does not merge).
+# The pooled feature $\bar a$ (used by DP and DCR) is the
 # mean over the 64 last tokens after the final LayerNorm, which we take as the paper's "average
 # pooling layer".
 
@@ -349,6 +365,16 @@ plt.show()
 # > "we map stages in $A^{s2}$, $A^{s3}$, and $A^{s4}$ to their corresponding blocks, i.e., 4, 10,
 # > 12-th block in BERT, given that HTSAT includes 4 stages with 2, 2, 6, 2 swin-transformer
 # > blocks."
+#
+# Why depth matters: the paper cites studies of BERT's layers (its refs [10] and [11],
+# {cite}`devries2020bertlayers`, {cite}`vanaken2019bertqa`) for "shallow blocks in Transformers
+# tend to capture more static and local semantics while deeper blocks encompass more contextual
+# information" (section 1). If audio blocks behave alike, features of equal depth are the ones
+# to compare (our gloss: the paper pairs the two encoders by counting blocks, below, and gives
+# no other reason). Those studies analyse BERT; that HTS-AT's stages follow the same pattern is
+# the paper's assumption. What the architecture does guarantee is that deeper stages see more
+# at once: each patch merging halves each side of the token grid, so a stage-4 token covers 64
+# times the time-frequency area of a stage-1 token.
 #
 # HTS-AT has $2 + 2 + 6 + 2 = 12$ Swin blocks, as many as BERT-base has Transformer blocks.
 # Stage $s$ ends after the cumulative number of Swin blocks up to $s$: 2, 4, 10, 12. Pairing by

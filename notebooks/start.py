@@ -15,7 +15,8 @@
 # # Start: audio-text retrieval in one page
 #
 # Audio-text retrieval ranks the clips of a collection for a caption (text-to-audio) and the
-# captions for a clip (audio-to-text). Four terms are used on every page of this book:
+# captions for a clip (audio-to-text). Four terms are used on every page of this book, and one
+# convention for symbols:
 #
 # - **R@k**, recall at rank $k$: the share of queries (in %) whose correct item is among the
 #   first $k$ results. Text-to-audio, each caption ranks all clips of the test set; audio-to-text,
@@ -23,18 +24,31 @@
 #   the top $k$. The paper reports R@1, R@5 and R@10 and follows the pipeline of its ref [8]
 #   ({cite}`mei2022metric`); we compute them with the protocol of ref [8]'s public code.
 #   **R-sum** is the six recalls added.
-# - **Chance**: the R@k of a random ranking. With $C$ clips and one correct clip per caption it
-#   is $100\,k / C$ % text-to-audio; audio-to-text, where $r$ captions of a clip are correct, it
-#   is the chance that at least one of them lands in the top $k$.
+# - **Chance**: the R@k of a random ranking. With $N_a$ clips and one correct clip per caption
+#   it is $100\,k / N_a$ % text-to-audio; audio-to-text, where $r$ captions of a clip are
+#   correct, it is the chance that at least one of them lands in the top $k$.
 # - **DP** (dot product): one vector per side, the pooled audio feature $\bar a$ and the
-#   caption's [CLS] vector $\bar t$, compared by their cosine,
-#   $S_{DP} = \bar a^\top \bar t / (\lVert \bar a \rVert \lVert \bar t \rVert)$. "DP (ResNet38)"
-#   is the system of ref [8] (a PANNs ResNet38 audio encoder, {cite}`kong2020panns`);
-#   "DP (HTSAT)" is the same with HTS-AT ({cite}`chen2022htsat`).
+#   caption's [CLS] vector $\bar t$, compared by their cosine. The paper writes it on the two
+#   vectors themselves, $S_{DP} = \bar a^\top \bar t / (\lVert \bar a \rVert \lVert \bar t \rVert)$
+#   (paper, 2.2); the package first maps each vector to a joint space of $D$ dimensions with
+#   one linear layer of its own and takes the cosine there (ours, after ref [8]'s projection
+#   heads; the model notes give the reason). "DP (ResNet38)" is the system of ref [8] (a PANNs
+#   ResNet38 audio encoder, {cite}`kong2020panns`); "DP (HTSAT)" is the same with HTS-AT
+#   ({cite}`chen2022htsat`).
 # - **NT-Xent**, the contrastive loss of Eq. 5 ({cite}`chen2020simclr`): for a batch of $B$
 #   matching clip-caption pairs, each clip's similarities to the $B$ captions, divided by a
-#   temperature $\tau$, go through a softmax, and so do each caption's similarities to the $B$
-#   clips; the loss is minus the mean log-probability of the matching pairs.
+#   temperature $\tau$, go through a softmax over the captions, and each caption's similarities
+#   to the $B$ clips through a softmax over the clips. Eq. 5 adds the $2B$ negative
+#   log-probabilities of the matching pairs and divides by $B$: it is the sum of the two
+#   directions' mean losses (audio-to-text plus text-to-audio), twice the mean over all $2B$
+#   terms.
+# - **Symbols.** Where we quote the paper we keep its symbols: $K$ factors of $D/K$
+#   dimensions, $\lambda$ and $\tau$ (temperatures), $C$ (the correlation matrix of the
+#   factors, section 2.3), $\alpha$ and $\beta$ (the weights of $\mathcal{L}_D$ and
+#   $\mathcal{L}_A$). The paper also writes $\alpha_{mn}$ for the attention weights of Eq. 1;
+#   with indices, $\alpha$ is always an attention weight. Symbols of our own are kept apart
+#   from these: $N_a$ and $N_t$ count clips and captions, and the audio-enhanced attention that
+#   the paper does not write out is $\alpha'_{nm}$ ([THA page](tha.py)).
 #
 # Xin et al. ({cite}`xin2024thadcr`) claim two gains over the DP recipe:
 #
@@ -54,12 +68,20 @@
 #   38.3 for DP (HTSAT) (the paper's Table 1); Tables 2-5 repeat the comparison on Clotho
 #   ({cite}`drossos2020clotho`) and ablate DCR, $K$, $\alpha$ and $\beta$.
 #
-# **What this book reproduces.** Every equation of section 2, in the `thadcr` package, checked
-# against literal loops on the [encoder](encoders.py), [THA](tha.py), [DCR](dcr.py) and
-# [CA](ca.py) pages; every row of Tables 1-5 trained on a small real-audio data set on the CPU,
-# shown beside the paper's numbers on the [Tables](tables.py) and [Figures](figures.py) pages.
-# The CPU runs reproduce the pipeline, the protocol and the comparisons, not the paper's
-# absolute numbers (small encoders, a few minutes of audio); the
+# **What this book reproduces.** The equations of section 2 that a model computes (Eq. 1, the
+# correlation $C$ with $\mathcal{L}_D$ and $\mathcal{L}_A$, Eqs. 4 and 5), in the `thadcr`
+# package, each checked against literal loops on the [THA](tha.py), [DCR](dcr.py) and
+# [CA](ca.py) pages (the [encoder](encoders.py) page does the same for the front end and the
+# encoders' shapes). Eqs. 2 and 3 are not computed: they motivate the factor losses, which act
+# on $C$ directly, in the paper and in the package. Every row of Tables 1-5 is trained on a small
+# real-audio data set on the CPU and shown beside the paper's numbers on the
+# [Tables](tables.py) and [Figures](figures.py) pages. These CPU runs go through the paper's
+# pipeline and evaluation protocol and make each of its comparisons at a small scale; their
+# absolute numbers cannot be compared with the paper's (small encoders, a few minutes of audio,
+# template captions, small test sets), and whether the comparisons come out as the paper's is
+# what the Experiments pages measure. The paper-size profiles (GPU, real data) **have not been
+# trained yet**: no GPU and neither AudioCaps nor Clotho were available where this book was
+# built; a CPU test only shows that their path runs. The
 # [reproduction notes](../book/reproduction-notes.md) list every choice and deviation, and each
 # method page has a box that separates what the paper says from what we chose.
 
@@ -75,7 +97,7 @@ from thadcr.notebook import setup
 setup(jpeg=True)  # offline, seeded; the repository root becomes the working folder
 
 # %% [markdown]
-# ## The model in one picture
+# ## The full model (THA+DCR): data flow and tensor shapes of the paper profile
 #
 # The data flow of the full model (THA+DCR) with the tensor shapes of the paper profile
 # (`paper-audiocaps`): $B$ clips and their $B$ captions of $N$ word pieces per batch; $N_a$
@@ -169,10 +191,13 @@ else:
 # 4, both encoders fine-tuned, $K = 8$, $\alpha = 0.01$, $\beta = 0.005$. The paper names no
 # checkpoints: HTS-AT starts from the AudioSet checkpoint `HTSAT_AudioSet_Saved_1.ckpt` (ours)
 # and BERT-base is bert-base-uncased (as in ref [8]'s code). The paper gives no training
-# schedule of its own ("we follow the same pipeline in [8]"); the profile takes ref [8]'s (50
-# epochs, Adam with learning rate $10^{-4}$, $\tau = 0.07$ from its code), and fills the values
-# the paper leaves open ($\lambda = 9$ from SCAN; $D = 768$, ours): the method pages' boxes
-# give the source of each. Point it at the data and the weights:
+# schedule of its own ("we follow the same pipeline in [8]"); the profile takes ref [8]'s code's
+# (50 epochs, Adam with learning rate $10^{-4}$ divided by 10 every 20 epochs, gradient-norm
+# clipping at 2, $\tau = 0.07$), with a batch of 32 (ours; that code's settings have 64), and
+# fills the values the paper leaves open ($\lambda = 9$ from SCAN; $D = 768$ and the linear
+# projections of $S_{DP}$, ours): the method pages' boxes and the reproduction notes give the
+# source of each. No run of this profile has been made yet (no GPU, no real data here). Point
+# it at the data and the weights:
 #
 # ```bash
 # .venv/bin/thadcr data check /data/audiocaps --layout audiocaps

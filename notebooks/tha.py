@@ -18,6 +18,20 @@
 # > learn correlations between audio and text. [...] we calculate the cosine similarities for
 # > each level and combine the hierarchical similarities by addition."
 #
+# **Why.** The paper's starting point (section 1) is that most retrieval systems align the two
+# streams once, at a single level, "neglecting multi-level correspondences". Its reason to align
+# at several depths comes from studies of BERT's layers (refs [10] and [11],
+# {cite}`devries2020bertlayers`, {cite}`vanaken2019bertqa`): shallow Transformer blocks "tend to
+# capture more static and local semantics while deeper blocks encompass more contextual
+# information". So a caption and a clip are compared at three depths, and THA adds the three
+# levels' similarities (in our words: a match of single sounds and words can count at a shallow
+# level, a match of the whole scene and sentence at a deep one). Its reason to let the two
+# streams interact token by token is that "semantics across different modalities are
+# multifaceted" and "incorporating information from another modality can lead to better
+# semantic representations": in THA each audio token gathers the words it resembles, and each
+# word the audio tokens. Whether HTS-AT's stages divide the work as BERT's blocks do is the
+# paper's assumption; refs [10] and [11] study BERT only.
+#
 # THA compares the token sets of the two encoders ([previous page](encoders.py)) instead of two
 # global vectors. At each level $l$ every audio token attends over the words (text-enhanced
 # stacked cross attention, Eq. 1, after SCAN {cite}`lee2018scan`), and the paper adds an
@@ -36,7 +50,7 @@
 # | $S_{THA}(A, T) = \sum_l \sum_m \cos(a_m^l, \hat a_m^l)$, the text-enhanced direction | paper, 2.2 |
 # | three levels combined by addition | paper, 2.2 |
 # | an audio-enhanced direction "follows similar patterns" | paper, 2.2 (no formula) |
-# | the audio-enhanced direction as the exact mirror of Eq. 1 (words are the queries, normalised over the words, softmax over the tokens) | ours, as SCAN mirrors its two directions |
+# | the audio-enhanced direction as the exact mirror of Eq. 1 (words are the queries, normalised over the words, softmax over the tokens; its weights are $\alpha'_{nm}$ here) | ours, as SCAN mirrors its two directions |
 # | $S_{THA}$ adds the text-enhanced and the audio-enhanced terms | ours: the paper writes the text-enhanced term and does not say how the two combine |
 # | $\lambda = 9$ | SCAN's value for its text-to-image direction; the paper names $\lambda$ "the temperature hyper-parameter" and gives no value |
 # | one $\lambda$ for both directions | ours |
@@ -88,9 +102,11 @@ setup(jpeg=True)  # offline, seeded; the repository root becomes the working fol
 # \frac{a_m^\top \hat a_m}{\lVert a_m \rVert \lVert \hat a_m \rVert}.$$
 #
 # The audio-enhanced direction swaps the roles (our reading of "follows similar patterns"):
-# each word $t_n$ is a query, normalised over $n$, attending over the tokens $a_m$, giving
-# $\hat t_n$ and $S^{a}(A, T)$, the mean over words of $\cos(t_n, \hat t_n)$. The page uses
-# $\lambda = 9$, SCAN's value; the paper gives none.
+# each word $t_n$ is a query, normalised over $n$, attending over the tokens $a_m$ with weights
+# $\alpha'_{nm}$ (a softmax over $m$), giving $\hat t_n = \sum_m \alpha'_{nm} a_m$ and
+# $S^{a}(A, T)$, the mean over words of $\cos(t_n, \hat t_n)$. The paper writes no symbol for
+# these weights; we do not call them $\beta$, which is the weight of $\mathcal{L}_A$. The page
+# uses $\lambda = 9$, SCAN's value; the paper gives none.
 #
 # Below, Eq. 1 written literally with loops in float64, one function for both directions.
 
@@ -169,7 +185,9 @@ show(eq1_reference)
 # `tha_similarity_level` score every pair of a batch at once, from one cosine matrix for both
 # directions, without materialising $\hat a_m$ (see the module's docstring), and the tests
 # check their values and gradients against `reference_similarity`, which applies
-# `eq1_reference` pair by pair. The loops, the reference and the fast kernel must agree:
+# `eq1_reference` pair by pair. The loops, the reference and the fast kernel must agree (the
+# code below names the audio-enhanced weights $\alpha'_{nm}$ `beta`; they have nothing to do
+# with the loss weight $\beta$):
 
 # %%
 audio_enhanced = stacked_cross_attention(t, a, lam=9.0)  # words are the queries
@@ -208,10 +226,13 @@ print("padded word ignored in both directions")
 #
 # The model is the tiny profile (tiny HTS-AT, MiniLM blocks 2, 5, 6, joint dimension 64). Its
 # HTS-AT gives 256, 64 and 16 tokens at stages 2, 3 and 4; the tiny profile pools each level's
-# token grid 2x2 until at most 64 tokens remain (`tha_max_audio_tokens: 64`, which halves the
-# cost of a THA run on the CPU; the paper profiles keep every token), so THA sees 64, 64 and
-# 16. If the trained demo checkpoint `results/tiny/demo/best.pt` is present and uses THA, it
-# is loaded; otherwise the model is **untrained** (seed 0), so the attention maps below show
+# token grid 2x2 until at most 64 tokens remain (`tha_max_audio_tokens: 64`; ours, for the CPU;
+# the paper profiles keep every token), so THA sees 64, 64 and 16. The alignment notes time it
+# on one THA training run with and without pooling, started together: with today's
+# hand-written backward, pooling shortened the run by about a quarter (it halved it with the
+# earlier autograd backward); what it does to recall is not known from one seed. If the
+# trained demo checkpoint `results/tiny/demo/best.pt` is present and uses THA, it is loaded;
+# otherwise the model is **untrained** (seed 0), so the attention maps below show
 # the mechanics, not learnt alignments.
 
 # %%
