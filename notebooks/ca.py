@@ -355,8 +355,8 @@ for ax, (M, title) in zip(axes, panels):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center",
                 color="white" if v < 0.5 else "black", fontsize=9)
     ax.set(title=title, xticks=range(4), yticks=range(4))
-fig.suptitle(f"Eq. 5 with tau = {tau}: the loss is minus the mean log of the diagonals "
-             "of both softmaxes")
+fig.suptitle(f"Eq. 5 with tau = {tau}: the loss adds each softmax's mean -log "
+             "of its diagonal")
 fig.tight_layout()
 plt.show()
 

@@ -185,9 +185,7 @@ show(eq1_reference)
 # `tha_similarity_level` score every pair of a batch at once, from one cosine matrix for both
 # directions, without materialising $\hat a_m$ (see the module's docstring), and the tests
 # check their values and gradients against `reference_similarity`, which applies
-# `eq1_reference` pair by pair. The loops, the reference and the fast kernel must agree (the
-# code below names the audio-enhanced weights $\alpha'_{nm}$ `beta`; they have nothing to do
-# with the loss weight $\beta$):
+# `eq1_reference` pair by pair. The loops, the reference and the fast kernel must agree:
 
 # %%
 audio_enhanced = stacked_cross_attention(t, a, lam=9.0)  # words are the queries
@@ -205,7 +203,7 @@ for name, loops, reference, package in checks:
     assert abs(package.item() - loops["score"]) < 1e-6
     print(f"{name}: loops {loops['score']:.6f}  reference {reference.item():.6f}  "
           f"package {package.item():.6f}")
-print(f"audio-enhanced attention beta (words x tokens):\n{audio_enhanced['alpha']}")
+print(f"audio-enhanced attention alpha' (words x tokens):\n{audio_enhanced['alpha']}")
 
 # %% [markdown]
 # Padding words must not take part: appending a padded word (any values, mask False) must
@@ -412,8 +410,8 @@ for lvl, (stage, _block) in enumerate(LEVELS):
     rows_per_bin = math.isqrt(a_np.shape[0]) // htsat_cfg.freq_ratio
     # (M, N): each token over the words; (N, M): each word over the tokens
     alpha = stacked_cross_attention(a_np, t_np, config.lam)["alpha"]
-    beta = stacked_cross_attention(t_np, a_np, config.lam)["alpha"]
-    maps[lvl] = (to_time(alpha).T / rows_per_bin, to_time(beta.T).T)  # (N, bins) each
+    alpha_prime = stacked_cross_attention(t_np, a_np, config.lam)["alpha"]  # audio-enhanced
+    maps[lvl] = (to_time(alpha).T / rows_per_bin, to_time(alpha_prime.T).T)  # (N, bins) each
     # each word's attention is a distribution over time
     assert np.allclose(maps[lvl][1].sum(axis=1), 1.0)
 print("time bins per level:", {lvl + 1: m[0].shape[1] for lvl, m in maps.items()})

@@ -7,7 +7,7 @@ For one level, with audio tokens a_m (m = 1..M) and words t_n (n = 1..N, padding
   alpha_mn = softmax over the valid words n of lam * s̄_mn, â_m = sum_n alpha_mn t_n (Eq. 1),
   score = mean (or sum) over m of cos(a_m, â_m);
 * audio-enhanced (the words are the queries): normalise [s_mn]+ over the valid words n,
-  beta_nm = softmax over the M audio tokens, t̂_n = sum_m beta_nm a_m,
+  alpha'_nm = softmax over the M audio tokens, t̂_n = sum_m alpha'_nm a_m,
   score = mean (or sum) over the valid words n of cos(t_n, t̂_n).
 
 S_THA sums both directions over the three levels (HTS-AT stage 2/3/4 with BERT block 4/10/12).
@@ -292,7 +292,7 @@ def _text_enhanced_backward(grad, s, p, positive, tu, tn, state, g_s, g_tu):
 def _audio_enhanced(s, p, au, an, lam):
     """Eq. 1 mirrored, words as queries: sum over valid n of cos(t_n, t̂_n); (A, M, T, N) -> (A, T).
 
-    As in `_text_enhanced`, beta_n is left unnormalised: w_mn = |a_m| exp(lam (s̄_nm - 1)) weighs
+    As in `_text_enhanced`, alpha'_n is left unnormalised: w_mn = |a_m| exp(lam (s̄_nm - 1)) weighs
     the unit audio tokens. |t̂_n|^2 comes from materialising t̂ (N*d per word) when M > d, else
     from the clip's (M x M) Gram matrix (N*M per word). Padded words score exactly 0 (s = 0).
     Also returns what the backward needs.
