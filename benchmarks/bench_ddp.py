@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from thadcr.config import make_config
-from thadcr.distributed import Distributed, _Encoders
+from thadcr.distributed import Distributed, Encoders
 from thadcr.model import build_model
 from thadcr.text import write_random_bert
 
@@ -55,9 +55,9 @@ def worker(rank: int, world: int, bert: str, steps: int, port: int) -> None:
     config = make_config("paper-audiocaps", {"text_model": bert, "audio_checkpoint": None, "device": "cpu"})
     # Two copies, so that the per-tensor backward never fires the hooks DDP puts on its parameters.
     torch.manual_seed(rank)
-    plain = CheapLoss(_Encoders(build_model(config)))
+    plain = CheapLoss(Encoders(build_model(config)))
     torch.manual_seed(rank)
-    ddp = torch.nn.parallel.DistributedDataParallel(CheapLoss(_Encoders(build_model(config))), static_graph=True)
+    ddp = torch.nn.parallel.DistributedDataParallel(CheapLoss(Encoders(build_model(config))), static_graph=True)
     params = [p for p in plain.encoders.parameters() if p.requires_grad]
     ddp_params = [p for p in ddp.module.encoders.parameters() if p.requires_grad]
     times = {"per tensor": [], "DDP buckets": []}

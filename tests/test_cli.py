@@ -80,6 +80,46 @@ def test_overrides_after_the_options_reach_evaluate(trained, synthetic_clotho, t
     assert "nowhere" in capsys.readouterr().err
 
 
+def test_evaluate_takes_device_as_a_key_or_the_option_but_not_two_devices(trained, capsys):
+    committed = json.loads((trained / "metrics.json").read_text())["test"]
+    capsys.readouterr()
+    assert main(["evaluate", str(trained / "best.pt"), "--split", "test", "device=cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["t2a_R10"] == pytest.approx(committed["t2a_R10"])
+    assert main(["evaluate", str(trained / "best.pt"), "--device", "cpu", "device=cpu"]) == 0  # the same device
+    capsys.readouterr()
+    assert main(["evaluate", str(trained / "best.pt"), "--device", "cuda:7", "device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "device=cpu and --device cuda:7 ask for two devices" in err and "Traceback" not in err
+    assert main(["evaluate", str(trained / "best.pt"), "--device", "toaster"]) == 2
+    assert "device 'toaster' is not 'auto' or a torch device" in capsys.readouterr().err
+    assert main(["evaluate", str(trained / "best.pt"), "device="]) == 2
+    assert "device=None: give 'auto' or a torch device" in capsys.readouterr().err
+
+
+def _not_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    """Files a new user might pass as a checkpoint by mistake."""
+    import torch
+
+    empty, tensor, archive = tmp_path / "empty.pt", tmp_path / "tensor.pt", tmp_path / "other.zip"
+    empty.write_bytes(b"")
+    torch.save(torch.zeros(2), tensor)
+    shutil.make_archive(str(archive.with_suffix("")), "zip", REPO / "thadcr" / "profiles")
+    return {"README.md": REPO / "README.md", "empty": empty, "tensor": tensor, "zip": archive, "folder": tmp_path}
+
+
+@pytest.mark.parametrize("kind", ["README.md", "empty", "tensor", "zip", "folder"])
+@pytest.mark.parametrize("command", ["search", "evaluate"])
+def test_a_file_that_is_no_checkpoint_is_named_without_a_traceback(command, kind, tmp_path, capsys):
+    path = _not_checkpoints(tmp_path)[kind]
+    argv = ["search", "a dog", "--checkpoint", str(path)] if command == "search" else ["evaluate", str(path)]
+    assert main(argv + ["--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"thadcr: error: {path} ") and err.count("\n") == 1
+    assert "not a checkpoint" in err if kind == "folder" else "is not a thadcr checkpoint" in err
+    assert "give the best.pt or last.pt that `thadcr train --out DIR` writes" in err
+    assert "Unsupported operand" not in err and "Weights only load failed" not in err
+
+
 @pytest.mark.parametrize(
     "argv",
     [

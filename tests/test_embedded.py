@@ -700,7 +700,7 @@ def test_real_packages_inventory():
 
 
 def test_atomic_write_uses_a_unique_temporary_and_cleans_up(tmp_path):
-    from thadcr.datasets import atomic_write  # the builder writes every file through it
+    from thadcr.files import atomic_write  # the builder writes every file through it
 
     target = tmp_path / "clip.txt"
     seen = []

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from thadcr.audio import CheckpointError
-from thadcr.config import VARIANTS, ConfigError, make_config
+from thadcr.config import VARIANT_PARTS, VARIANTS, ConfigError, VariantParts, make_config
+from thadcr.factors import dcr_similarity, uniform_factor_similarity
 from thadcr.model import build_model, concat_embeddings
 
 CAPTIONS = ["a dog barks then a bell rings", "rain falls", "a car passes by while birds sing", "a low tone"]
@@ -55,14 +56,65 @@ def test_loss_parts_follow_the_variant(variant_model):
     model = variant_model.train()
     with torch.no_grad():
         losses = model.loss(_logmel(4), CAPTIONS, torch.arange(4))
-    alpha = model.config.alpha if model.uses_factors else 0.0
-    beta = model.config.beta if model.config.variant in ("DCR", "THA+DCR", "DP+LD+LA") else 0.0
+    parts = VARIANT_PARTS[model.config.variant]
+    alpha = model.config.alpha if "L_D" in parts.losses else 0.0
+    beta = model.config.beta if "L_A" in parts.losses else 0.0
     expected = losses["loss_S"] + alpha * losses["loss_D"] + beta * losses["loss_A"]
     torch.testing.assert_close(losses["loss"], expected)
-    if not model.uses_factors:
+    if not parts.factors:
         assert losses["loss_D"] == 0 and losses["loss_A"] == 0
     else:
         assert losses["loss_D"] > 0 and losses["loss_A"] > 0
+
+
+def _used(parts: VariantParts) -> set[str]:
+    return {name for name in ("tha", "dp", "factors", "ca", "loss_d", "loss_a") if getattr(parts, name)}
+
+
+def test_the_variant_table_reads_as_the_papers_tables():
+    """Section 3.2: "THA+DP" and "THA+DCR" combine THA with DP or DCR; Table 3 adds one part per
+    row to DP (HTSAT): L_D (on the latent factors, which score without CA), then L_A, then CA
+    (the full DCR, L_D and L_A included: section 2.4's L = L_S + alpha L_D + beta L_A)."""
+    table = VARIANT_PARTS
+    assert tuple(table) == VARIANTS and all(parts.name == name for name, parts in table.items())
+    assert _used(table["DP"]) == {"dp"} and _used(table["THA"]) == {"tha"}
+    assert _used(table["THA+DP"]) == _used(table["THA"]) | _used(table["DP"])
+    assert _used(table["THA+DCR"]) == _used(table["THA"]) | _used(table["DCR"])
+    assert _used(table["DP+LD"]) == {"factors", "loss_d"}
+    assert _used(table["DP+LD+LA"]) - _used(table["DP+LD"]) == {"loss_a"}
+    assert _used(table["DCR"]) - _used(table["DP+LD+LA"]) == {"ca"}
+    assert [table[v].terms for v in VARIANTS] == [
+        ("S_DP",), ("S_THA",), ("S_THA", "S_DP"), ("S_DCR",), ("S_THA", "S_DCR"), ("S_factors",), ("S_factors",)]
+    assert table["THA+DCR"].losses == ("L_S", "L_D", "L_A") and table["DP+LD"].losses == ("L_S", "L_D")
+    assert make_config("tiny", {"variant": "DP+LD"}).parts is table["DP+LD"]
+    with pytest.raises(ValueError, match="latent factors"):
+        VariantParts("DP+CA", dp=True, ca=True)
+    with pytest.raises(ValueError, match="at least one term"):
+        VariantParts("nothing")
+
+
+def test_the_model_builds_and_adds_what_the_table_names(variant_model):
+    """Modules, embeddings and S follow the variant's row: S is the sum of the terms it names,
+    each computed here from the embeddings on its own."""
+    model = variant_model.eval()
+    parts = VARIANT_PARTS[model.config.variant]
+    modules = {"tha": hasattr(model, "tha"), "dp": hasattr(model, "audio_dp") and hasattr(model, "text_dp"),
+               "factors": hasattr(model, "audio_factors") and hasattr(model, "text_factors"), "ca": hasattr(model, "ca")}
+    assert modules == {name: getattr(parts, name) for name in modules}
+    with torch.no_grad():
+        audio, text = model.encode_audio(_logmel(3)), model.encode_text(CAPTIONS)
+        for side in (audio, text):
+            assert (side.tha is not None, side.dp is not None, side.factors is not None) == (
+                parts.tha, parts.dp, parts.factors)
+        k = model.config.n_factors if model.config.factor_reduce == "mean" else 1
+        term = {
+            "S_THA": lambda: model.tha.score(audio.tha, text.tha, text.mask),
+            "S_DP": lambda: torch.nn.functional.cosine_similarity(audio.dp[:, None], text.dp[None], dim=-1),
+            "S_DCR": lambda: dcr_similarity(e_audio=audio.factors, e_text=text.factors, ca=model.ca) / k,
+            "S_factors": lambda: uniform_factor_similarity(e_audio=audio.factors, e_text=text.factors) / k,
+        }
+        expected = sum(term[name]() for name in parts.terms)
+        torch.testing.assert_close(model.similarity(audio, text), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_tiny_config_trains_one_step():

@@ -4,6 +4,7 @@ operation runs in portable numerics (conftest applies it to the whole test proce
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def test_the_audit_sees_vendor_dispatched_operations():
     assert dict(calls) == {"exp": 1, "log_": 1, "_foreach_sqrt": 1, "_fft_r2c": 1}
 
 
-def _finished_run(root, tmp_path) -> "Path":
+def _finished_run(root, tmp_path) -> Path:
     run = tmp_path / "finished"
     run.mkdir()
     config = small_config(root, tmp_path, variant="DP", epochs=1)

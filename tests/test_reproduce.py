@@ -4,6 +4,7 @@ and the train/tables/figures notebooks on synthetic results (nothing is trained 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 
 from thadcr import reproduce as rp
+from thadcr.cli import main
 
 matplotlib.use("Agg")
 
@@ -309,8 +311,8 @@ def test_execute_runs_skips_resumes_and_never_overwrites(tmp_path):
     again = StubExecutor()
     second = rp.execute(runs, tmp_path, executor=again, progress=False)
     assert again.calls == [] and len(second["skipped"]) == 3 and second["done"] == []
-    records = sorted((tmp_path / "tiny" / "executions").glob("*.json"))
-    assert len(records) == 2 and all(json.loads(p.read_text())["elapsed_s"] >= 0 for p in records)
+    records = sorted((tmp_path / "tiny" / "executions").glob("*.json"))  # the call that ran nothing left none
+    assert len(records) == 1 and json.loads(records[0].read_text())["elapsed_s"] >= 0
 
 
 def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
@@ -341,6 +343,51 @@ def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
     del runs[0]
     with pytest.raises(rp.ReproduceError, match="cannot read the run's recorded config"):
         rp.execute(runs, tmp_path, executor=stub, progress=False)
+
+
+def disk_state(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``root``: (SHA-256 of its content, modification time in ns)."""
+    return {str(path.relative_to(root)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+            for path in sorted(root.rglob("*")) if path.is_file()}  # fmt: skip
+
+
+def test_a_reproduce_with_every_run_complete_changes_nothing_on_disk(rendered, monkeypatch, capsys):
+    """`bash scripts/main.sh` on an up-to-date clone: `thadcr reproduce --profile tiny --jobs 2` with
+    every run finished and the tables rendered trains nothing and writes nothing."""
+    results, runs, missing, _ = rendered
+    root = rp.runs_dir(results, "tiny")
+    for run in runs:
+        if run.run_id in missing:
+            write_fake_run(root, run)
+    rp.render("tiny", results)  # the committed state: every run finished, tables rendered from them
+    stub = StubExecutor()
+    monkeypatch.setattr(rp, "papermill_executor", stub)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # --jobs 2 would set it for this process otherwise
+    command = ["reproduce", "--profile", "tiny", "--jobs", "2", "--results", str(results)]
+    before = disk_state(results)
+    assert main(command) == 0
+    assert stub.calls == [] and "0 run(s) done, 31 already complete, 0 failed" in capsys.readouterr().out
+    assert disk_state(results) == before  # no new execution record, no table or summary.json rewritten
+    assert main(["reproduce", "--profile", "tiny", "--results", str(results), "--render-only"]) == 0
+    assert disk_state(results) == before
+    # a changed run still reaches its table and the summary (with a new time stamp)
+    changed = root / runs[0].run_id / "metrics.json"
+    metrics = json.loads(changed.read_text())
+    metrics["test"]["t2a_R1"] += 1.0
+    metrics["wall_time_s"] += 1.0
+    changed.write_text(json.dumps(metrics))
+    assert main(command) == 0
+    after = disk_state(results)
+    rewritten = {name for name in after if after[name] != before.get(name)}
+    assert {"tiny/tables/table1.csv", "tiny/summary.json", f"tiny/runs/{runs[0].run_id}/metrics.json"} <= rewritten
+    assert not any(name.startswith("tiny/executions/") for name in rewritten)
+    assert "tiny/tables/table2.csv" not in rewritten  # its runs did not change
+
+
+def test_gpu_variant_reads_the_variant_table():
+    assert {v: rp.gpu_variant(v) for v in rp.VARIANT_PARTS} == {
+        "DP": "DP", "THA": "THA", "THA+DP": "THA", "DCR": "DP", "THA+DCR": "THA+DCR", "DP+LD": "DP",
+        "DP+LD+LA": "DP"}  # fmt: skip
 
 
 def test_plan_overrides_reach_every_run_and_refuse_plan_keys():

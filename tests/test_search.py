@@ -14,7 +14,7 @@ from thadcr.audio_io import AudioError
 from thadcr.checkpoint import saved_state
 from thadcr.cli import main
 from thadcr.config import make_config
-from thadcr.evaluation import encode_clips, frames_per_clip, open_split
+from thadcr.evaluation import EvalSet, encode_clips
 from thadcr.files import atomic_save
 from thadcr.model import RetrievalModel, build_model
 from thadcr.search import Searcher, audio_files, search
@@ -75,9 +75,10 @@ def test_the_index_holds_float16_and_scores_in_float32_like_evaluation(checkpoin
     stored = [*saved["audio"]["tha"], saved["audio"]["factors"]]
     assert saved["audio"]["dp"] is None and all(x.dtype == torch.float16 for x in stored)
     model, config = searcher.model, searcher.config
-    data, cache = open_split(config, "test")
+    clips = EvalSet.open(config, "test", torch.device("cpu"))
+    data = clips.split
     with torch.no_grad():
-        audio = encode_clips(model, data, cache, frames_per_clip(config, cache.logmel), torch.device("cpu"))  # float32
+        audio = encode_clips(model, clips)  # float32
         want = model.similarity(audio, model.encode_text([QUERY]))[:, 0]
     got = searcher.scores(QUERY)
     assert got.dtype == torch.float32 and got.shape == (8,)

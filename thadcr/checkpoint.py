@@ -15,7 +15,7 @@ from thadcr import numerics
 from thadcr.config import Config, from_dict
 from thadcr.distributed import resolve_device
 from thadcr.errors import RunError
-from thadcr.files import atomic_save
+from thadcr.files import TORCH_LOAD_ERRORS, atomic_save
 from thadcr.model import RetrievalModel, build_model
 
 
@@ -42,11 +42,18 @@ def load_saved_state(model: RetrievalModel, state: dict, source: Path) -> None:
 def load_trained(checkpoint: str | Path, device: str = "auto", **overrides) -> tuple[RetrievalModel, Config]:
     """A model from `best.pt`/`last.pt` (its config travels inside), ready for evaluation."""
     path = Path(checkpoint)
+    what = "give the best.pt or last.pt that `thadcr train --out DIR` writes into DIR"
+    if path.is_dir():
+        raise RunError(f"{path} is a folder, not a checkpoint: {what}")
     if not path.is_file():
-        raise RunError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "model" not in ckpt:
-        raise RunError(f"{path} is not a thadcr checkpoint (no 'model' entry)")
+        raise RunError(f"checkpoint {path} does not exist: {what}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except TORCH_LOAD_ERRORS as error:
+        raise RunError(f"{path} is not a thadcr checkpoint: torch cannot read it ({type(error).__name__}); "
+                       f"{what}") from None  # fmt: skip
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise RunError(f"{path} is not a thadcr checkpoint (no 'model' entry): {what}")
     config_dict = ckpt.get("config")
     if config_dict is None:
         config_file = path.parent / "config.json"

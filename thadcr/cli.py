@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from thadcr import __version__
-from thadcr.config import available_profiles, describe_keys, make_config
+from thadcr.config import SPLITS, available_profiles, describe_keys, make_config
 from thadcr.errors import ThadcrError, UsageError
+from thadcr.files import AUDIO_SUFFIXES
 
 EXIT_CODES = """exit status:
   0    done
@@ -21,7 +22,6 @@ EXIT_CODES = """exit status:
        run of `reproduce`, errors found by `data check`
   2    a usage error: a wrong option, key or value (nothing was run)
   130  interrupted (Ctrl-C)"""
-SPLITS = ("train", "val", "test")
 
 
 def _data_build(args: argparse.Namespace) -> int:
@@ -127,7 +127,7 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--packages", help="folder of downloaded .deb files or extracted package trees "
                        "(default: <out>/../packages, downloaded with apt-get when missing)")  # fmt: skip
     build.add_argument("--seed", type=int, default=0, help="seed of the scene planner and mixer (default: 0)")
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         build.add_argument(f"--n-{split}", type=int, help=f"{split} clips of the scene flavours (default: built-in)")
     build.add_argument("--clip-seconds", type=float, default=5.0, help="length of each clip in seconds (default: 5.0)")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -167,7 +167,8 @@ def _add_train_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate = _command(commands, "evaluate", "evaluate a checkpoint on a split", epilog=describe_keys())
     evaluate.add_argument("checkpoint", help="best.pt or last.pt of a run folder (its config travels inside)")
     evaluate.add_argument("--split", default="test", choices=SPLITS, help="the split to score (default: test)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, ... (default: auto)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, ... (default: auto; the key "
+                          "device=... is the same)")  # fmt: skip
     evaluate.add_argument("overrides", nargs="*", metavar="key=value",
                           help="change a key of the checkpoint's config, e.g. data_root=... (keys below)")  # fmt: skip
     evaluate.set_defaults(func=_evaluate)
@@ -180,8 +181,9 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     where = search.add_mutually_exclusive_group()
     where.add_argument("--split", default="test", choices=SPLITS,
                        help="the split of the checkpoint's data set to rank (default: test)")  # fmt: skip
-    where.add_argument("--audio-dir", metavar="DIR", help="rank the audio files under DIR instead (.wav .flac .ogg "
-                       ".mp3, any depth, any rate and channels; the centre clip_seconds of each)")  # fmt: skip
+    where.add_argument("--audio-dir", metavar="DIR", help=f"rank the audio files under DIR instead "
+                       f"({' '.join(AUDIO_SUFFIXES)}, any depth, any rate and channels; the centre clip_seconds of "
+                       "each)")  # fmt: skip
     search.add_argument("--top", type=int, default=5, help="how many clips to show (default: 5)")
     search.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, ... (default: auto)")
     search.add_argument("--index-dir", metavar="DIR", help="where clip indexes are kept (default: <cache_dir>/search "

@@ -33,10 +33,65 @@ from typing import Any
 import yaml
 
 from thadcr.errors import UsageError
+from thadcr.files import atomic_write_bytes
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
-VARIANTS = ("DP", "THA", "THA+DP", "DCR", "THA+DCR", "DP+LD", "DP+LD+LA")
+
+@dataclass(frozen=True)
+class VariantParts:
+    """What one model of the paper's Tables 1-3 is made of (sections 2.2-2.4, 3.2 and Table 3).
+
+    The similarity S is the sum of the terms the variant uses (section 2.4, after Eq. 5), in this
+    order: ``tha`` S_THA (Eq. 1, 3 levels, 2 directions); ``dp`` S_DP, the cosine of the projected
+    pooled features ā and t̄; ``factors`` the K latent factors' similarity: S_DCR (Eq. 4) with
+    ``ca`` (the confidence-aware weights g_i), the unweighted sum of the K factor cosines without
+    it. The loss is L_S (NT-Xent, Eq. 5), plus alpha L_D with ``loss_d``, plus beta L_A with
+    ``loss_a``.
+    """
+
+    name: str
+    tha: bool = False
+    dp: bool = False
+    factors: bool = False
+    ca: bool = False
+    loss_d: bool = False
+    loss_a: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.ca or self.loss_d or self.loss_a) and not self.factors:
+            raise ValueError(f"variant {self.name}: CA, L_D and L_A act on the latent factors")
+        if not (self.tha or self.dp or self.factors):
+            raise ValueError(f"variant {self.name}: the similarity needs at least one term")
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The terms of S, by name, in the order they are added: S_THA, S_DP, then S_DCR (with
+        CA) or S_factors (the unweighted factor cosines)."""
+        named = (("S_THA", self.tha), ("S_DP", self.dp), ("S_DCR", self.factors and self.ca),
+                 ("S_factors", self.factors and not self.ca))  # fmt: skip
+        return tuple(name for name, used in named if used)
+
+    @property
+    def losses(self) -> tuple[str, ...]:
+        """The terms of the training loss: L_S, then L_D and L_A where the variant uses them."""
+        return ("L_S",) + ("L_D",) * self.loss_d + ("L_A",) * self.loss_a
+
+
+# The variants of Tables 1-3 (paper section 3.2: "THA", "THA+DP", "DCR", "THA+DCR"; Table 3: DP (HTSAT),
+# + L_D, + L_D + L_A, and the full DCR, which adds CA). The model (`thadcr.model`), the plan
+# (`thadcr.reproduce`) and the tests read which parts a variant has from here.
+VARIANT_PARTS: dict[str, VariantParts] = {parts.name: parts for parts in (
+    VariantParts("DP", dp=True),
+    VariantParts("THA", tha=True),
+    VariantParts("THA+DP", tha=True, dp=True),
+    VariantParts("DCR", factors=True, ca=True, loss_d=True, loss_a=True),
+    VariantParts("THA+DCR", tha=True, factors=True, ca=True, loss_d=True, loss_a=True),
+    VariantParts("DP+LD", factors=True, loss_d=True),  # Table 3's "DP(HTSAT) + L_D": factors, no CA
+    VariantParts("DP+LD+LA", factors=True, loss_d=True, loss_a=True),
+)}  # fmt: skip
+VARIANTS = tuple(VARIANT_PARTS)
+SPLITS = ("train", "val", "test")  # the splits of a data set, in every layout (`thadcr.datasets`)
 AUDIO_ENCODERS = ("htsat", "resnet38")
 LAYOUTS = ("clotho", "audiocaps")
 MODEL_SELECTIONS = ("best_val", "last")
@@ -136,6 +191,11 @@ class Config:
             setattr(self, name, _checked(name, getattr(self, name)))
         if self.joint_dim < self.n_factors:
             raise ConfigError(f"joint_dim={self.joint_dim} must be at least n_factors={self.n_factors}")
+
+    @property
+    def parts(self) -> VariantParts:
+        """Which parts of the method the run's variant uses (`VARIANT_PARTS`)."""
+        return VARIANT_PARTS[self.variant]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -335,6 +395,4 @@ def make_config(profile: str = "tiny", overrides: list[str] | dict[str, Any] | N
 
 def save_config(config: Config, path: str | Path) -> None:
     """``config`` as JSON, written atomically."""
-    from thadcr.files import atomic_write_bytes  # thadcr.files needs torch: imported when a run saves
-
     atomic_write_bytes(path, (json.dumps(config.to_dict(), indent=2) + "\n").encode())

@@ -12,7 +12,6 @@ form every other module uses: one audio file per clip, captions in one list, and
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -38,19 +37,17 @@ from thadcr.audio_io import (
     show_path,
 )
 from thadcr import numerics
-from thadcr.config import LAYOUTS
+from thadcr.config import LAYOUTS, SPLITS
 from thadcr.errors import ThadcrError
-from thadcr.files import atomic_write, atomic_write_bytes, torch_bytes  # noqa: F401 (atomic_write: re-exported)
+from thadcr.files import AUDIO_SUFFIXES, atomic_write_bytes, sha256, torch_bytes
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 DEFAULT_AUDIO_PATTERN = "{youtube_id}_{start_time}.wav"
 CLOTHO_FOLDERS = {"train": "development", "val": "validation", "test": "evaluation"}
 CLOTHO_CAPTIONS = tuple(f"caption_{i}" for i in range(1, 6))
 CLOTHO_COLUMNS = ("file_name", *CLOTHO_CAPTIONS)
 AUDIOCAPS_COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 PAD_DB = -100.0  # log-mel of digital silence: 10*log10(amin=1e-10), the HTS-AT/PANNs floor
 MAX_LISTED = 20  # missing files named in an error message
 
@@ -524,9 +521,7 @@ class _Heard:
 def _content_key(data: np.ndarray, rate: int) -> str:
     """A hash of a clip's decoded samples (frames, channels) and rate: the same for one recording
     whatever its file name or lossless format (WAV, FLAC)."""
-    digest = hashlib.sha256(f"{rate}:{data.shape}:{data.dtype}|".encode())
-    digest.update(np.ascontiguousarray(data).tobytes())
-    return digest.hexdigest()
+    return sha256(f"{rate}:{data.shape}:{data.dtype}|", np.ascontiguousarray(data).tobytes())
 
 
 def _check_overlap(heard: list[_Heard]) -> list[Problem]:
@@ -599,10 +594,6 @@ def _check_audio(
 
 
 # ----------------------------------------------------------------------------- log-mel cache
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
 class LogMelCache:
     """Whole-clip log-mels (frames, n_mels), computed once per audio file and kept on disk.
 
@@ -637,7 +628,7 @@ class LogMelCache:
             text = json.dumps(self.settings, sort_keys=True)
         except TypeError as error:
             raise ValueError(f"the front end's settings must be JSON values, got {logmel.settings!r}") from error
-        self.folder = Path(cache_dir) / f"logmel-{_digest(text)}"
+        self.folder = Path(cache_dir) / f"logmel-{sha256(text, length=20)}"
         self.folder.mkdir(parents=True, exist_ok=True)
         info = self.folder / "settings.json"
         if not info.exists():
@@ -649,7 +640,7 @@ class LogMelCache:
         if not path.is_file():
             raise AudioError.at(path, "file not found", "Download it, or remove it from the data set's CSV")
         stat = path.stat()
-        return self.folder / f"{_digest(f'{path}|{stat.st_size}|{stat.st_mtime_ns}')}.pt"
+        return self.folder / f"{sha256(f'{path}|{stat.st_size}|{stat.st_mtime_ns}', length=20)}.pt"
 
     def get(self, path: str | Path) -> torch.Tensor:
         """Log-mel (frames, n_mels) float32 of the whole file, from memory, the disk cache or computed now."""

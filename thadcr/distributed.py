@@ -9,15 +9,20 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from thadcr.errors import RunError
+from thadcr.config import DEVICE_TEXT
+from thadcr.errors import RunError, UsageError
 from thadcr.model import Embeddings, RetrievalModel
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when present else CPU; asking for CUDA without it stops at once."""
+    """'auto' -> CUDA when present else CPU; asking for CUDA without it stops at once; a name torch
+    does not know is a UsageError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"device {name!r} is not {DEVICE_TEXT}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(
             f"device={name!r} was asked for but this machine has no usable CUDA device "
@@ -26,7 +31,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-class _Encoders(nn.Module):
+class Encoders(nn.Module):
     """The part of a model a batch passes through before its pairs are scored: every child module
     but the scoring ones (CA), which score the gathered batch outside the forward pass and so
     stay outside DistributedDataParallel. ``forward`` is the model's."""
@@ -96,7 +101,7 @@ class Distributed:
             # static_graph: the same parameters are used at every step; some never are (e.g. the
             # pooled feature's LayerNorm of HTS-AT in the THA variant), which a static graph allows.
             self._wrapped = DistributedDataParallel(
-                _Encoders(model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                Encoders(model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 static_graph=True,
             )
         return self._wrapped

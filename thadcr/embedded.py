@@ -26,7 +26,6 @@ import csv
 import dataclasses
 import fnmatch
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -49,8 +48,9 @@ import torch
 from tqdm.auto import tqdm
 
 from thadcr import numerics, portable
-from thadcr.datasets import atomic_write
+from thadcr.datasets import CLOTHO_FOLDERS
 from thadcr.errors import ThadcrError
+from thadcr.files import AUDIO_SUFFIXES, atomic_write, sha256, sha256_file
 
 # Package -> the folder (or container file) inside its tree that holds the audio.
 PACKAGES = {
@@ -61,10 +61,9 @@ PACKAGES = {
     "ufoai-sound": "usr/share/games/ufoai/base/0snd.pk3",
 }
 FLAVOURS = ("audiocaps", "clotho", "labels")
-SPLITS = ("development", "validation", "evaluation")
+SPLITS = tuple(CLOTHO_FOLDERS.values())  # development, validation, evaluation: the Clotho folders of train, val, test
 DEFAULT_SIZES = {"audiocaps": (3600, 150, 200), "clotho": (1200, 100, 150)}  # (train, val, test) clips
 N_CAPTIONS = 5
-AUDIO_EXTENSIONS = (".ogg", ".wav", ".mp3", ".flac")
 TABLE_DIR = Path(__file__).parent
 SOURCES_TABLE = TABLE_DIR / "embedded_sources.csv"
 CLASSES_TABLE = TABLE_DIR / "embedded_classes.csv"
@@ -167,7 +166,7 @@ def _keep_member(package: str, name: str) -> bool:
         return True
     if not name.startswith(root + "/") or "_desc" in name:  # Tux Paint: *_desc* are spoken descriptions
         return False
-    return name.lower().endswith(AUDIO_EXTENSIONS + (".txt",))
+    return name.lower().endswith(AUDIO_SUFFIXES + (".txt",))
 
 
 def extract_deb(deb: str | Path, dest: str | Path, keep: Callable[[str], bool]) -> int:
@@ -361,7 +360,7 @@ def package_files(package: str, tree: Path) -> list[SourceFile]:
         if not root.is_file():
             return []
         with zipfile.ZipFile(root) as archive:
-            names = sorted(n for n in archive.namelist() if n.lower().endswith(AUDIO_EXTENSIONS))
+            names = sorted(n for n in archive.namelist() if n.lower().endswith(AUDIO_SUFFIXES))
 
         def read_member(name: str) -> tuple[np.ndarray, int]:
             with zipfile.ZipFile(root) as archive:
@@ -373,7 +372,7 @@ def package_files(package: str, tree: Path) -> list[SourceFile]:
     if not root.is_dir():
         return []
     files = []
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS):
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES):
         relative = file.relative_to(root).as_posix()
         files.append(SourceFile(relative, _label_text(package, file, relative),
                                 lambda f=file: _read_sound(str(f), str(f)), f"{PACKAGES[package]}/{relative}", ""))
@@ -592,7 +591,7 @@ def load_recordings(recordings: list[Recording], readers: dict[str, Callable], s
         if wave is None:
             drops.append((recording.key, "silent: all zeros or below -60 dBFS"))
             continue
-        digest = hashlib.sha256(wave.tobytes()).hexdigest()
+        digest = sha256(wave.tobytes())
         if digest in first_of:
             original = first_of[digest]
             if original.cls != recording.cls:
@@ -881,7 +880,7 @@ def build(out_dir: str | Path = "data/embedded", flavour: str = "all", packages_
     trees = fetch_packages(packages_dir, progress)
     versions = {p: package_version(t, p) for p, t in trees.items()}
     sources = (Path(__file__), Path(portable.__file__), SOURCES_TABLE, CLASSES_TABLE)
-    code = {t.name: _sha256(t) for t in sources}  # any change rebuilds
+    code = {t.name: sha256_file(t) for t in sources}  # any change rebuilds
     summary = {"out_dir": str(out_dir), "packages_dir": str(packages_dir), "packages": versions, "flavours": {}}
     params = {}
     for name in flavours:
@@ -910,15 +909,7 @@ def build(out_dir: str | Path = "data/embedded", flavour: str = "all", packages_
 
 
 def _params_hash(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256(json.dumps(params, sort_keys=True))
 
 
 def _up_to_date(folder: Path, params_hash: str) -> bool:
@@ -1066,7 +1057,7 @@ def _build_flavour(folder: Path, params: dict, recordings, audio, splits, classe
     clips = {s: sum(i["split"] == s for i in items) for s in SPLITS}
     captions = {s: sum(len(i["captions"]) for i in items if i["split"] == s) for s in SPLITS}
     _write_text(folder / "README.md", _readme(params, recordings, splits, clips, captions, trees))
-    files = {p.relative_to(folder).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    files = {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
              and p.name != "manifest.json" and not p.name.endswith(".partial")}
     manifest = {"params_hash": params_hash, "params": params, "clips": clips, "captions": captions, "files": files}

@@ -6,6 +6,7 @@ split and every clip ranks all captions. Clips get the deterministic centre crop
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import torch
 from tqdm import tqdm
 
 from thadcr.audio import LogMel
-from thadcr.config import Config
+from thadcr.config import DEVICE_TEXT, Config
 from thadcr.datasets import ClipDataset, LogMelCache, Split, clip_frames, data_loader, load_split
+from thadcr.errors import UsageError
 from thadcr.factors import factor_correlation
 from thadcr.metrics import retrieval_metrics
 from thadcr.model import Embeddings, RetrievalModel, concat_embeddings
@@ -40,26 +42,46 @@ def frames_per_clip(config: Config, logmel: LogMel) -> int:
     return clip_frames(config.clip_seconds, logmel.sample_rate, logmel.hop)
 
 
+@dataclass
+class EvalSet:
+    """One split's evaluation set: its clips and captions (``split``), how each clip is read (the
+    log-mel ``cache``, ``n_frames`` per clip, ``num_workers`` loader processes), how captions are
+    encoded (``text_cache``: a frozen text encoder's features, or None), and where and in what
+    batches they are encoded."""
+
+    split: Split
+    cache: LogMelCache
+    n_frames: int
+    device: torch.device
+    batch_size: int = 64
+    text_cache: TextFeatureCache | None = None
+    num_workers: int = 0
+
+    @classmethod
+    def open(cls, config: Config, name: str, device: torch.device, num_workers: int | None = None) -> "EvalSet":
+        """Split `name` of the config's data set (`open_split`), encoded in ``eval_batch`` batches
+        with ``num_workers`` loader processes (default: the config's)."""
+        split, cache = open_split(config, name)
+        workers = config.num_workers if num_workers is None else num_workers
+        return cls(split, cache, frames_per_clip(config, cache.logmel), device, config.eval_batch, None, workers)
+
+
 @torch.no_grad()
-def encode_clips(
-    model: RetrievalModel, split: Split, cache: LogMelCache, n_frames: int, device: torch.device,
-    batch_size: int = 64, progress: bool = False, num_workers: int = 0,
-) -> Embeddings:
+def encode_clips(model: RetrievalModel, data: EvalSet, progress: bool = False) -> Embeddings:
     """Encode every clip of a split once (deterministic crop), reading them with `num_workers` processes."""
     model.eval()
-    loader = data_loader(ClipDataset(split, cache, n_frames), num_workers, device.type == "cuda", batch_size=batch_size)
-    parts = [model.encode_audio(batch["logmel"].to(device, non_blocking=True))
+    dataset = ClipDataset(data.split, data.cache, data.n_frames)
+    loader = data_loader(dataset, data.num_workers, data.device.type == "cuda", batch_size=data.batch_size)
+    parts = [model.encode_audio(batch["logmel"].to(data.device, non_blocking=True))
              for batch in tqdm(loader, desc="encode clips", disable=not progress, leave=False)]
     return concat_embeddings(parts)
 
 
 @torch.no_grad()
-def encode_captions(
-    model: RetrievalModel, captions: list[str], batch_size: int = 64,
-    text_cache: TextFeatureCache | None = None, progress: bool = False,
-) -> Embeddings:
-    """Encode every caption once (from the frozen-encoder cache when given)."""
+def encode_captions(model: RetrievalModel, data: EvalSet, progress: bool = False) -> Embeddings:
+    """Encode every caption once (from the frozen-encoder cache when the set has one)."""
     model.eval()
+    captions, batch_size, text_cache = data.split.captions, data.batch_size, data.text_cache
     parts = []
     for start in tqdm(range(0, len(captions), batch_size), desc="encode captions", disable=not progress, leave=False):
         stop = min(start + batch_size, len(captions))
@@ -67,12 +89,9 @@ def encode_captions(
     return concat_embeddings(parts)
 
 
-def encode_split(model, split, cache, n_frames, device, batch_size=64, text_cache=None, progress=False, num_workers=0):
+def encode_split(model: RetrievalModel, data: EvalSet, progress: bool = False) -> tuple[Embeddings, Embeddings]:
     """(clip embeddings, caption embeddings) of a split, each item encoded once."""
-    return (
-        encode_clips(model, split, cache, n_frames, device, batch_size, progress, num_workers),
-        encode_captions(model, split.captions, batch_size, text_cache, progress),
-    )
+    return encode_clips(model, data, progress), encode_captions(model, data, progress)
 
 
 @torch.no_grad()
@@ -82,11 +101,10 @@ def score_all(model: RetrievalModel, audio: Embeddings, text: Embeddings, block:
     return torch.cat(rows)
 
 
-def evaluate_split(model, split, cache, n_frames, device, batch_size=64, text_cache=None, progress=False,
-                   num_workers=0) -> dict:
-    """The retrieval metrics of `model` on every clip and caption of `split`."""
-    audio, text = encode_split(model, split, cache, n_frames, device, batch_size, text_cache, progress, num_workers)
-    return retrieval_metrics(score_all(model, audio, text), split.caption_audio)
+def evaluate_split(model: RetrievalModel, data: EvalSet, progress: bool = False) -> dict:
+    """The retrieval metrics of `model` on every clip and caption of the set's split."""
+    audio, text = encode_split(model, data, progress)
+    return retrieval_metrics(score_all(model, audio, text), data.split.caption_audio)
 
 
 @torch.no_grad()
@@ -105,13 +123,22 @@ def factor_analysis(model: RetrievalModel, audio: Embeddings, text: Embeddings, 
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", device: str = "auto", overrides=()) -> dict:
-    """`thadcr evaluate`: encode each clip and caption of a split once, score all pairs in blocks."""
+    """`thadcr evaluate`: encode each clip and caption of a split once, score all pairs in blocks.
+
+    ``overrides`` (``key=value`` texts) change keys of the checkpoint's config; ``device=...``
+    among them is where to evaluate, the same as ``device`` (giving two different devices is a
+    UsageError)."""
     from thadcr.checkpoint import load_trained
     from thadcr.config import parse_override
 
-    model, config = load_trained(checkpoint, device=device, **dict(parse_override(o) for o in overrides))
-    data, cache = open_split(config, split)
-    device_ = next(model.parameters()).device
-    n_frames = frames_per_clip(config, cache.logmel)
-    return evaluate_split(model, data, cache, n_frames, device_, config.eval_batch, progress=True,
-                          num_workers=config.num_workers)
+    changes = dict(parse_override(o) for o in overrides)
+    if "device" in changes:
+        asked = changes.pop("device")
+        if not isinstance(asked, str):
+            raise UsageError(f"device={asked!r}: give {DEVICE_TEXT}")
+        if device not in ("auto", asked):
+            raise UsageError(f"device={asked} and --device {device} ask for two devices: give one of them")
+        device = asked
+    model, config = load_trained(checkpoint, device=device, **changes)
+    data = EvalSet.open(config, split, next(model.parameters()).device)
+    return evaluate_split(model, data, progress=True)

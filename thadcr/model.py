@@ -1,16 +1,9 @@
 """The retrieval model: one variant of the paper's Tables 1-3 built from a `Config`.
 
-Variants (paper section 3.2 and Table 3)::
-
-    | variant   | similarity S                         | extra losses        |
-    |-----------|--------------------------------------|---------------------|
-    | DP        | S_DP (cosine of projected ā, t̄)      |                     |
-    | THA       | S_THA (Eq. 1, 3 levels, 2 directions)|                     |
-    | THA+DP    | S_THA + S_DP                         |                     |
-    | DCR       | S_DCR (Eq. 4, CA weights)            | alpha L_D + beta L_A|
-    | THA+DCR   | S_THA + S_DCR                        | alpha L_D + beta L_A|
-    | DP+LD     | sum_i cos(e_i^t, e_i^a) (no CA)      | alpha L_D           |
-    | DP+LD+LA  | sum_i cos(e_i^t, e_i^a) (no CA)      | alpha L_D + beta L_A|
+Which parts a variant has (the terms of S: S_THA, S_DP, S_DCR with CA or the unweighted factor
+cosines without; the latent factors; L_D; L_A) is read from its row of
+`thadcr.config.VARIANT_PARTS` (``config.parts``), e.g. THA+DCR: S = S_THA + S_DCR, L = L_S +
+alpha L_D + beta L_A; DP+LD: S = sum_i cos(e_i^t, e_i^a), L = L_S + alpha L_D.
 
 The training objective is L = L_S + alpha L_D + beta L_A (section 2.4), L_S = NT-Xent (Eq. 5).
 """
@@ -25,7 +18,7 @@ from torch import nn
 
 from thadcr.alignment import THA
 from thadcr.audio import HTSAT, ResNet38, load_htsat_checkpoint, load_resnet38_checkpoint
-from thadcr.config import Config, ConfigError
+from thadcr.config import Config, ConfigError, VariantParts
 from thadcr.factors import (
     ConfidenceAware,
     FactorProjection,
@@ -37,8 +30,6 @@ from thadcr.factors import (
 )
 from thadcr.losses import nt_xent
 from thadcr.text import TextEncoder, TextOutput
-
-FACTOR_VARIANTS = ("DCR", "THA+DCR", "DP+LD", "DP+LD+LA")
 
 
 @dataclass
@@ -102,13 +93,14 @@ class RetrievalModel(nn.Module):
         super().__init__()
         self.config = config
         variant = config.variant
-        self.uses_tha = variant.startswith("THA")
-        self.uses_dp = variant in ("DP", "THA+DP")
-        self.uses_factors = variant in FACTOR_VARIANTS
-        self.uses_ca = variant in ("DCR", "THA+DCR")
+        self.parts: VariantParts = config.parts
+        self.uses_tha = self.parts.tha
+        self.uses_dp = self.parts.dp
+        self.uses_factors = self.parts.factors
+        self.uses_ca = self.parts.ca
         self.loss_weights = {
-            "alpha": config.alpha if self.uses_factors else 0.0,
-            "beta": config.beta if variant in ("DCR", "THA+DCR", "DP+LD+LA") else 0.0,
+            "alpha": config.alpha if self.parts.loss_d else 0.0,
+            "beta": config.beta if self.parts.loss_a else 0.0,
         }
 
         if config.audio_encoder == "resnet38":
@@ -183,22 +175,23 @@ class RetrievalModel(nn.Module):
 
     # ----------------------------------------------------------------- scores
     def similarity(self, audio: Embeddings, text: Embeddings) -> torch.Tensor:
-        """All pairs: (Na, Nt) = the sum of the variant's similarities (section 2.4, after Eq. 5)."""
-        parts = []
+        """All pairs: (Na, Nt) = the sum of the variant's similarities (section 2.4, after Eq. 5): the
+        terms of ``self.parts.terms``, added in that order."""
+        terms = []
         if self.uses_tha:
-            parts.append(self.tha.score(audio.tha, text.tha, text.mask))
+            terms.append(self.tha.score(audio.tha, text.tha, text.mask))
         if self.uses_dp:
-            parts.append(F.normalize(audio.dp, dim=-1) @ F.normalize(text.dp, dim=-1).T)
+            terms.append(F.normalize(audio.dp, dim=-1) @ F.normalize(text.dp, dim=-1).T)
         if self.uses_factors:
             factor_sim = (
                 dcr_similarity(e_audio=audio.factors, e_text=text.factors, ca=self.ca)
                 if self.uses_ca
                 else uniform_factor_similarity(e_audio=audio.factors, e_text=text.factors)
             )
-            parts.append(factor_sim / self.config.n_factors if self.config.factor_reduce == "mean" else factor_sim)
-        sim = parts[0]
-        for part in parts[1:]:
-            sim = sim + part
+            terms.append(factor_sim / self.config.n_factors if self.config.factor_reduce == "mean" else factor_sim)
+        sim = terms[0]
+        for term in terms[1:]:
+            sim = sim + term
         assert sim.shape == (len(audio), len(text))
         return sim
 
@@ -223,5 +216,5 @@ class RetrievalModel(nn.Module):
 
 
 def build_model(config: Config, load_weights: bool = True) -> RetrievalModel:
-    """The factory: a RetrievalModel for `config.variant` (see the module table)."""
+    """The factory: a RetrievalModel for `config.variant` (its parts: `thadcr.config.VARIANT_PARTS`)."""
     return RetrievalModel(config, load_weights=load_weights)

@@ -25,7 +25,6 @@ import argparse
 import csv
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import sys
@@ -50,7 +49,7 @@ from thadcr.audio import (
 )
 from thadcr.config import Config, make_config
 from thadcr.errors import RunError, UsageError
-from thadcr.files import atomic_save, atomic_write_json, torch_bytes
+from thadcr.files import atomic_save, atomic_write_json, sha256_file, torch_bytes
 from thadcr.train import adam
 from thadcr.provenance import git_commit, git_dirty, machine, package_versions
 
@@ -472,10 +471,6 @@ def pretrain(settings: Settings, config: Config, material: Material, out_dir: st
     atomic_write_json(path.with_name(path.name + ".json"), report)
     Path(done["state_path"]).unlink(missing_ok=True)
     return report
-
-
-def sha256_file(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _report(settings, config, material, path, dtype, tagger, done, results, workers, wall_seconds) -> dict:

@@ -37,9 +37,9 @@ import yaml
 from tqdm import tqdm
 
 from thadcr import numerics
-from thadcr.config import KEYS_ADDED, Config, ConfigError, describe_keys, make_config, parse_override
-from thadcr.datasets import atomic_write_bytes
+from thadcr.config import KEYS_ADDED, VARIANT_PARTS, Config, ConfigError, describe_keys, make_config, parse_override
 from thadcr.errors import ThadcrError
+from thadcr.files import atomic_write_bytes, write_if_changed
 from thadcr.metrics import chance_recall
 from thadcr.provenance import machine, package_versions
 
@@ -403,8 +403,9 @@ def execute(
     """Execute this shard's runs into results/<profile>/runs/<run-id>/ (run.ipynb, metrics.json).
 
     Completed runs are skipped; a run folder without metrics.json is resumed (resume=True).
-    Failures are collected and the plan goes on. Writes an execution record (elapsed wall time)
-    to results/<profile>/executions/ and returns it. executor: papermill_executor by default.
+    Failures are collected and the plan goes on. Returns an execution record (elapsed wall time)
+    and, when it ran any run, writes it to results/<profile>/executions/; a call with every run
+    complete writes nothing. executor: papermill_executor by default.
     """
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     profiles = {run.profile for run in runs}
@@ -442,10 +443,11 @@ def execute(
         record["failed"] = {run_id: record["failed"][run_id] for run_id in order if run_id in record["failed"]}
     record["elapsed_s"] = time.perf_counter() - clock
     record["machine"] = machine()
-    executions = Path(results_dir) / profile / "executions"
-    executions.mkdir(parents=True, exist_ok=True)
-    name = f"{started:%Y%m%dT%H%M%S_%f}-shard{record['shard'].replace('/', 'of')}-{os.getpid()}.json"
-    atomic_write_bytes(executions / name, json.dumps(record, indent=2).encode())
+    if todo:  # a call that ran nothing leaves no trace on disk
+        executions = Path(results_dir) / profile / "executions"
+        executions.mkdir(parents=True, exist_ok=True)
+        name = f"{started:%Y%m%dT%H%M%S_%f}-shard{record['shard'].replace('/', 'of')}-{os.getpid()}.json"
+        atomic_write_bytes(executions / name, json.dumps(record, indent=2).encode())
     for run_id, message in record["failed"].items():
         print(f"FAILED {run_id}: {message}", file=sys.stderr)
     return record
@@ -568,12 +570,30 @@ def learning_frame(metrics: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+RENDER_STAMP = (("generated",), ("versions", "render"))  # summary.json's fields on the rendering itself
+
+
+def _unstamped(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary without `RENDER_STAMP`, as JSON reads it back (what says whether the results changed)."""
+    plain = json.loads(json.dumps(summary, default=str))
+    for *parents, key in RENDER_STAMP:
+        part = plain
+        for parent in parents:
+            part = part.get(parent) if isinstance(part, dict) else None
+        if isinstance(part, dict):
+            part.pop(key, None)
+    return plain
+
+
 def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) -> dict[str, Any]:
     """Write results/<profile>/tables/table{1..5}.csv, claims.csv (`thadcr.claims`), learning.csv and
     summary.json from the finished runs.
 
     A table row averages every planned seed of its setting (so Table 3's DCR row, shared with
-    Table 1, is the 3-seed mean, as in the paper). Returns the summary.
+    Table 1, is the 3-seed mean, as in the paper). Returns the summary. A file that would get
+    the bytes it holds is left alone, and summary.json is rewritten (with a new time and the
+    renderer's versions) only when a table or the summary's content changed: rendering results
+    that did not change changes nothing on disk.
     """
     full = plan(profile, TABLES, seeds)
     root = Path(results_dir) / profile
@@ -588,18 +608,33 @@ def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) ->
     paper = load_paper_results()
     tables_dir = root / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)
+    written = []
     for table in TABLES:
         frame = table_frame(table, expected, metrics, paper)
-        atomic_write_bytes(tables_dir / f"table{table}.csv", frame.to_csv(index=False, float_format="%.4f").encode())
+        written.append(write_if_changed(tables_dir / f"table{table}.csv",
+                                        frame.to_csv(index=False, float_format="%.4f").encode()))
     learning = learning_frame(metrics)
-    atomic_write_bytes(tables_dir / "learning.csv", learning.to_csv(index=False, float_format="%.2f").encode())
+    written.append(write_if_changed(tables_dir / "learning.csv",
+                                    learning.to_csv(index=False, float_format="%.2f").encode()))
     from thadcr.claims import claims_frame  # thadcr.claims builds on this module
 
     claims = claims_frame(root, full, paper)
-    atomic_write_bytes(tables_dir / "claims.csv", claims.to_csv(index=False, float_format="%.2f").encode())
+    written.append(write_if_changed(tables_dir / "claims.csv", claims.to_csv(index=False, float_format="%.2f").encode()))
     summary = _summary(profile, full, metrics, root)
-    atomic_write_bytes(root / "summary.json", json.dumps(summary, indent=2, default=str).encode())
-    return summary
+    previous = _read_summary(root / "summary.json")
+    if any(written) or previous is None or _unstamped(previous) != _unstamped(summary):
+        atomic_write_bytes(root / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+        return summary
+    return previous
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    """The summary.json a render wrote, or None (absent or unreadable: it is written again)."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def _summary(profile: str, full: list[Run], metrics: dict[str, dict], root: Path) -> dict[str, Any]:
@@ -768,7 +803,8 @@ def step_time(record: dict[str, Any]) -> tuple[int, float] | None:
 def gpu_variant(variant: str) -> str:
     """The variant of gpu_check.py's three whose step costs about as much (DCR's factor heads cost
     about what DP's do: README, training step vs DP)."""
-    return "THA+DCR" if variant == "THA+DCR" else "THA" if variant.startswith("THA") else "DP"
+    parts = VARIANT_PARTS[variant]
+    return "THA+DCR" if parts.tha and parts.factors else "THA" if parts.tha else "DP"
 
 
 def load_gpu_check(path: Path, profile: str) -> tuple[dict[str, Any] | None, str]:

