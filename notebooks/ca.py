@@ -401,16 +401,18 @@ trainable = [p for p in step_model.parameters() if p.requires_grad]
 rows = []
 for name in ("loss_S", "loss_D", "loss_A"):
     weighted = weights[name] * terms[name]
-    grads = torch.autograd.grad(weighted, trainable, retain_graph=True, allow_unused=True)
+    grads = torch.autograd.grad(weighted, trainable, retain_graph=True,
+                                allow_unused=True)
     norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None))
     rows.append({"term": name.replace("loss_", "L_"), "value": terms[name].item(),
                  "weight": weights[name], "weighted": weighted.item(),
                  "gradient norm": norm.item()})
 total = sum(row["weighted"] for row in rows)
-assert abs(total - terms["loss"].item()) < 1e-4 * max(1.0, abs(total))  # L is the weighted sum
+assert abs(total - terms["loss"].item()) < 1e-4 * max(1.0, abs(total))  # weighted sum
 step_table = pd.DataFrame(rows).set_index("term")
 assert step_table.shape == (3, 4) and (step_table["gradient norm"] >= 0).all()
-print(f"{step_config.variant}, batch of {len(batch_captions)}: L = {terms['loss'].item():.4f}")
+print(f"{step_config.variant}, batch of {len(batch_captions)}: "
+      f"L = {terms['loss'].item():.4f}")
 display(step_table.style.format("{:.4g}"))
 
 # %% [markdown]
