@@ -19,7 +19,9 @@
 # each run's `log.csv`, and `factors.npz` (the factor correlation $C$ of section 2.3 and the
 # confidence weights $g_i$ of the CA module, section 2.4). A figure whose inputs are missing
 # says which file it needs. Our effects are R-sum differences on a small CPU data set; the
-# paper's are on AudioCaps and Clotho: compare the signs and the intervals, not the sizes. The
+# paper's are on AudioCaps and Clotho. Read each claim by its interval: a sign says something only
+# when the whole interval is on one side of 0 (the verdict), and a point estimate alone says
+# nothing at this noise; compare the paper's effect with the interval, not with the point. The
 # code that reads the files and draws is folded under each "Show code cell source".
 
 # %% tags=["parameters", "hide-input"]
