@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thadcr import reproduce
+from thadcr import numerics_trace, reproduce
 from thadcr.claims import pooled_seed_sd
 from thadcr.config import from_dict
 from thadcr.train import train
@@ -46,6 +46,22 @@ def test_one_committed_tiny_run_reproduces_exactly(tmp_path, monkeypatch):
     assert sorted(ranks.files) == sorted(committed_ranks.files)
     for name in ranks.files:
         assert np.array_equal(ranks[name], committed_ranks[name]), name
+
+
+@pytest.mark.slow
+def test_the_reference_traces_repeat_here(tmp_path):
+    """results/tiny/numerics/trace-*.jsonl (one per machine it was made on, the CPU in its header):
+    this machine's first 3 training steps of the committed-run test's run have the same fingerprint
+    at every module, gradient and parameter, and call no vendor-dispatched torch operation."""
+    references = sorted((RESULTS / "numerics").glob("trace-*.jsonl"))
+    assert references, "no reference trace: make one with `thadcr numerics trace --out results/tiny/numerics/trace-CPU.jsonl`"
+    here = tmp_path / "here.jsonl"
+    numerics_trace.trace(RUN, here, steps=3)
+    for reference in references:
+        header, events = numerics_trace.read(reference)
+        assert header["numerics"]["mode"] == "portable" and header["numerics"]["cpu"]["vendor"], reference.name
+        assert events[-1]["kind"] == "vendor_dispatched_calls" and events[-1]["sha"] == {}, reference.name
+        assert numerics_trace.compare(reference, here) is None, numerics_trace.describe_difference(reference, here)
 
 
 def test_committed_runs_were_made_with_the_plans_settings_in_portable_numerics():
