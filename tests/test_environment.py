@@ -30,4 +30,6 @@ def test_environment_yml_matches_pyproject():
 def test_required_pins_present():
     reqs = _pyproject_requirements()
     assert "torchaudio==2.11.0" in reqs
+    # the committed bits depend on the text encoder's and the builder's code too (README, portable numerics)
+    assert "transformers==5.25.0" in reqs and "numpy==2.4.6" in reqs
     assert any(r.startswith("jupyter-book") and "<2" in r for r in reqs)
