@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
-from matplotlib.ticker import MaxNLocator
 
 from thadcr import notebook as page
 from thadcr.notebook import COLUMN_INCHES, table1_run_id
@@ -129,34 +128,18 @@ else:
     plt.show()
 
 # %% [markdown]
-# ## Training curves of the variants (Table 1, seed 0)
+# ## Training curves of the variants (Table 1, every seed)
 #
-# The training loss $\mathcal{L}$ and the validation text-to-audio R@1 after each epoch, from
-# each run's `log.csv` (the run of each method with the default settings and seed 0).
+# The training loss $\mathcal{L}$ and the validation R-sum (the six validation recalls
+# added) after each epoch, from the `log.csv` of every Table 1 run: one panel per method, the
+# panels of one quantity on one y scale, so that a curve can be compared with its
+# neighbours'. Thin grey lines are single seeds, the thick blue line their mean. For DCR and
+# THA+DCR, $\mathcal{L}$ includes $\alpha \mathcal{L}_D + \beta \mathcal{L}_A$ beside the
+# contrastive loss $\mathcal{L}_S$ that all variants share. The reading under the figure is
+# computed from the same files.
 
 # %% tags=["hide-input"]
-curves = []
-methods = ("DP (ResNet38)", "DP (HTSAT)", "THA", "THA+DP", "DCR", "THA+DCR")
-for method in methods:
-    path = root / "runs" / table1_run_id(method) / "log.csv"
-    if path.is_file():
-        curves.append(pd.read_csv(path).assign(method=method))
-    else:
-        missing(path)
-if curves:
-    curves = pd.concat(curves, ignore_index=True)
-    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_INCHES, 4), layout="constrained")
-    sns.lineplot(curves, x="epoch", y="loss", hue="method", marker="o", ax=axes[0])
-    axes[0].set_title("training loss L")
-    sns.lineplot(curves, x="epoch", y="val_t2a_R1", hue="method", marker="o",
-                 ax=axes[1])
-    axes[1].set(title="validation text-to-audio R@1", ylabel="R@1 (%)")
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.get_legend().remove()
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
-    plt.show()
+page.show_training_curves(root, profile)
 
 # %% [markdown]
 # ## Factor correlation $C$ before and after training, and the confidence weights $g_i$

@@ -410,8 +410,9 @@ for lvl, (stage, _block) in enumerate(LEVELS):
     rows_per_bin = math.isqrt(a_np.shape[0]) // htsat_cfg.freq_ratio
     # (M, N): each token over the words; (N, M): each word over the tokens
     alpha = stacked_cross_attention(a_np, t_np, config.lam)["alpha"]
-    alpha_prime = stacked_cross_attention(t_np, a_np, config.lam)["alpha"]  # audio-enhanced
-    maps[lvl] = (to_time(alpha).T / rows_per_bin, to_time(alpha_prime.T).T)  # (N, bins) each
+    alpha_prime = stacked_cross_attention(t_np, a_np, config.lam)["alpha"]  # audio-enh.
+    maps[lvl] = (to_time(alpha).T / rows_per_bin,  # (N, bins) each
+                 to_time(alpha_prime.T).T)
     # each word's attention is a distribution over time
     assert np.allclose(maps[lvl][1].sum(axis=1), 1.0)
 print("time bins per level:", {lvl + 1: m[0].shape[1] for lvl, m in maps.items()})

@@ -66,15 +66,18 @@ class VariantParts:
 
     @property
     def terms(self) -> tuple[str, ...]:
-        """The terms of S, by name, in the order they are added: S_THA, S_DP, then S_DCR (with
-        CA) or S_factors (the unweighted factor cosines)."""
+        """Names of the terms of S in the order they are added, e.g. ("S_THA", "S_DCR").
+
+        The order is S_THA, S_DP, then S_DCR (with CA) or S_factors (the unweighted factor cosines)."""
         named = (("S_THA", self.tha), ("S_DP", self.dp), ("S_DCR", self.factors and self.ca),
                  ("S_factors", self.factors and not self.ca))  # fmt: skip
         return tuple(name for name, used in named if used)
 
     @property
     def losses(self) -> tuple[str, ...]:
-        """The terms of the training loss: L_S, then L_D and L_A where the variant uses them."""
+        """Names of the terms of the training loss, e.g. ("L_S", "L_D").
+
+        L_S always, then L_D and L_A where the variant uses them."""
         return ("L_S",) + ("L_D",) * self.loss_d + ("L_A",) * self.loss_a
 
 

@@ -172,10 +172,15 @@ def diagram_labels(config) -> dict[str, str]:
     }
 
 
+DIAGRAM_TITLE = ("The full model (THA+DCR): data flow and tensor shapes, "
+                 "from a batch to its loss")
+
+
 def model_diagram(config=None, ax=None):
-    """Data-flow picture of the model: encoders, the three THA levels, DP, the DCR factors with C
-    and CA, and the losses, each box with its tensor shapes (`diagram_labels`). config: a
-    `thadcr.config.Config` (default: the paper-audiocaps profile). Returns the Axes."""
+    """Data-flow picture of the model under ``DIAGRAM_TITLE``: encoders, the three THA levels,
+    DP, the DCR factors with C and CA, and the losses, each box with its tensor shapes
+    (`diagram_labels`). config: a `thadcr.config.Config` (default: the paper-audiocaps
+    profile). Returns the Axes."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
@@ -184,8 +189,9 @@ def model_diagram(config=None, ax=None):
     config = config if config is not None else make_config("paper-audiocaps")
     labels = diagram_labels(config)
     if ax is None:
-        fig = plt.figure(figsize=(8.4, 11.5), dpi=90)  # 90 dpi: about 12 px labels at the book's width
-        ax = fig.add_axes((0, 0, 1, 1))
+        # 90 dpi: about 12 px labels at the book's width; the top 0.5 in holds the title
+        fig = plt.figure(figsize=(8.4, 12.0), dpi=90)
+        ax = fig.add_axes((0, 0, 1, 11.5 / 12.0))
     colours = {"audio": "#dbe8f6", "text": "#fbe3cf", "tha": "#dcefdc", "dp": "#eeeeee", "dcr": "#e9def3",
                "loss": "#f6d9d9"}  # fmt: skip
     # key: (x centre, y centre, width, height, colour); the axes run 0..100 both ways
@@ -220,6 +226,7 @@ def model_diagram(config=None, ax=None):
     arrow((50, 12.7), (50, 8.8))  # L_D, L_A -> L
     ax.set(xlim=(0, 100), ylim=(0, 100))
     ax.axis("off")
+    ax.set_title(DIAGRAM_TITLE, fontsize=12, fontweight="bold", pad=8)
     return ax
 
 
@@ -732,3 +739,194 @@ def claims_forest_plot(claims, titles: dict | None = None):
         box = ax.get_position()
         head.set_x(-(box.x0 - 0.01) / box.width)
     return fig
+
+
+# ------------------------------------------------------------------ training curves
+# a column of `training_logs` -> (its name over its panels, digits in the reading)
+TRAINING_CURVES = {"loss": ("training loss L", 2),
+                   "rsum": ("validation R-sum (the six recalls added, %)", 1)}
+
+
+def training_logs(root: Path, profile: str, seeds: int = 3):
+    """The ``log.csv`` of every Table 1 run under ``root/runs`` (AudioCaps, each method
+    with its default settings, seeds 0..seeds-1, by `table1_run_id`) as one frame with
+    the columns ``method`` (Table 1's row label), ``seed`` and ``rsum`` (the six
+    validation recalls added; NaN where the log has no recalls), and a `missing_file`
+    note for each log that is not there. Returns (frame, notes); the frame is None when
+    no log is there."""
+    import pandas as pd
+
+    from thadcr.reproduce import METRICS, TABLE_ROWS
+
+    recalls = [f"val_{metric}" for metric in METRICS]
+    frames, notes = [], []
+    for method, _ in TABLE_ROWS[1]:
+        for seed in range(seeds):
+            path = root / "runs" / table1_run_id(method, seed=seed) / "log.csv"
+            if not path.is_file():
+                notes.append(missing_file(path, profile))
+                continue
+            log = pd.read_csv(path)
+            rsum = float("nan")
+            if set(recalls) <= set(log.columns):
+                rsum = log[recalls].sum(axis=1, min_count=len(recalls))
+            frames.append(log.assign(method=method, seed=seed, rsum=rsum))
+    curves = pd.concat(frames, ignore_index=True) if frames else None
+    return curves, notes
+
+
+def training_curves_figure(curves):
+    """The curves of `training_logs`: a block of panels for each quantity of
+    ``TRAINING_CURVES`` (training loss, validation R-sum), in it one panel per method in
+    rows of three, all on one y scale; each seed a thin grey line, the mean over the
+    method's seeds a thick blue one, the legend under the panels. ``COLUMN_INCHES``
+    wide, text at the body text's size. Returns the Figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    methods = list(dict.fromkeys(curves["method"]))
+    columns = min(3, len(methods))
+    rows = -(-len(methods) // columns)
+    height = 0.8 + len(TRAINING_CURVES) * (0.45 + 1.55 * rows)
+    fig = plt.figure(figsize=(COLUMN_INCHES, height), dpi=FIGURE_DPI,
+                     layout="constrained")
+    blocks = fig.subfigures(len(TRAINING_CURVES), 1, hspace=0.04)
+    several = bool((curves.groupby("method")["seed"].nunique() > 1).any())
+    mean_label = "mean over the seeds" if several else "one seed"
+    for block, (column, (name, _)) in zip(blocks, TRAINING_CURVES.items()):
+        axes = block.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+        block.suptitle(name, fontsize=BODY_PT, fontweight="bold")
+        for ax, method in zip(axes.flat, methods):
+            runs = curves[curves["method"] == method]
+            if runs["seed"].nunique() > 1:
+                for _, run in runs.groupby("seed"):
+                    ax.plot(run["epoch"], run[column], color="0.6", lw=1.0, marker="o",
+                            markersize=3, label="each seed")
+            mean = runs.groupby("epoch")[column].mean()
+            ax.plot(mean.index, mean.to_numpy(), color="tab:blue", lw=2.2, marker="o",
+                    markersize=5, label=mean_label)
+            ax.set_title(method, fontsize=BODY_PT)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.margins(x=0.12, y=0.12)
+        for ax in axes.flat[len(methods):]:
+            ax.set_visible(False)
+        for column_axes in axes.T:  # under the lowest panel of each column: the epochs
+            lowest = [ax for ax in column_axes if ax.get_visible()][-1]
+            lowest.xaxis.set_tick_params(labelbottom=True)
+            lowest.set_xlabel("epoch", fontsize=BODY_PT)
+    shown = {}  # one legend entry a label
+    for ax in fig.axes:
+        handles, labels = ax.get_legend_handles_labels()
+        for handle, label in zip(handles, labels):
+            shown.setdefault(label, handle)
+    fig.legend(shown.values(), shown.keys(), loc="outside lower center",
+               ncols=len(shown), frameon=False, fontsize=BODY_PT)
+    return fig
+
+
+def _directions(changes, digits: int) -> list[tuple[str, int]]:
+    """(word, count) of the changes that fell, rose and did not change at ``digits``
+    decimals, the most frequent first, the empty ones left out."""
+    rounded = changes.round(digits)
+    counts = {"fell": int((rounded < 0).sum()), "rose": int((rounded > 0).sum()),
+              "did not change": int((rounded == 0).sum())}
+    return sorted(((w, c) for w, c in counts.items() if c), key=lambda item: -item[1])
+
+
+def _all(n: int, noun: str) -> str:
+    """ "the one variant", "both variants", "all 6 variants"."""
+    if n <= 2:
+        return f"the one {noun}" if n == 1 else f"both {noun}s"
+    return f"all {n} {noun}s"
+
+
+def training_curves_sentence(curves) -> str:
+    """A reading of `training_logs`, computed from it: how many epochs the runs logged
+    (two epochs are two points: one change, nothing about convergence); how each
+    quantity of ``TRAINING_CURVES`` changed from the first logged epoch to the last, per
+    method as the mean over its seeds, and in how many single runs it changed that way;
+    and, with several seeds, how far apart the methods' mean validation R-sums and the
+    seeds of one method are at the last epoch."""
+    import numpy as np
+
+    per_run = curves.groupby(["method", "seed"], sort=False)
+    first = curves.loc[per_run["epoch"].idxmin()].set_index(["method", "seed"])
+    last = curves.loc[per_run["epoch"].idxmax()].set_index(["method", "seed"])
+    epochs = per_run["epoch"].agg(["min", "max", "size"])
+    seeds = curves.groupby("method", sort=False)["seed"].nunique()
+    methods = list(seeds.index)
+    if epochs["size"].max() == 1:
+        return ("Every run's `log.csv` holds a single epoch: the curves are single "
+                "points and show no change.")
+    same = all(epochs[key].nunique() == 1 for key in ("min", "max", "size"))
+    start, end, count = (int(epochs[key].iloc[0]) for key in ("min", "max", "size"))
+    if same:
+        head = f"Every run's `log.csv` holds {count} epochs"
+        if count == 2:
+            head += (", so each curve is two points: one change, which says nothing "
+                     "about whether training had converged.")
+        else:
+            head += (f" (epochs {start} to {end}); the curves say nothing about what "
+                     "later epochs would show.")
+        span = f"From epoch {start} to epoch {end}"
+    else:
+        head = (f"The runs' `log.csv` files hold {epochs['size'].min()} to "
+                f"{epochs['size'].max()} epochs; the curves say nothing about what "
+                "later epochs would show.")
+        span = "From each run's first logged epoch to its last"
+    if seeds.nunique() == 1:
+        n = int(seeds.iloc[0])
+        over = ("one seed per variant" if n == 1
+                else f"means over the {n} seeds of each variant")
+    else:
+        over = "means over each variant's seeds (" + ", ".join(
+            f"{method} {n}" for method, n in seeds.items()) + ")"
+    parts = []
+    for column, (name, digits) in TRAINING_CURVES.items():
+        runs = (last[column] - first[column]).dropna()  # one change a run
+        a = first[column].groupby(level="method", sort=False).mean()
+        b = last[column].groupby(level="method", sort=False).mean()
+        shown = [m for m in methods if np.isfinite(a[m] + b[m])]
+        if not shown:
+            continue
+        (word, n_word), *rest = _directions(b[shown] - a[shown], digits)
+        if rest:
+            said = f"{word} in {n_word} of {len(shown)} variants and " + " and ".join(
+                f"{w} in {c}" for w, c in rest)
+        else:
+            said = f"{word} in {_all(len(shown), 'variant')}"
+        if len(runs) > len(shown):  # several seeds: the single runs too
+            agree, total = dict(_directions(runs, digits)).get(word, 0), len(runs)
+            in_runs = (_all(total, "run") if agree == total
+                       else f"{agree} of the {total} runs")
+            said += f"; it {word} in {in_runs}" if rest else f" and in {in_runs}"
+        values = "; ".join(f"{m}: {a[m]:.{digits}f} to {b[m]:.{digits}f}"
+                           for m in shown)
+        parts.append(f"the {name.split(' (')[0]} {said} ({values})")
+    text = f"{head} {span} ({over}), " + ", and ".join(parts) + "."
+    final = last["rsum"].dropna()
+    means = final.groupby(level="method", sort=False).mean()
+    spread = final.groupby(level="method", sort=False).agg(lambda v: v.max() - v.min())
+    if len(means) > 1 and (seeds > 1).any():
+        at = f"epoch {end}" if same else "the last epoch"
+        text += (f" At {at} the means of the variants' validation R-sums span "
+                 f"{means.max() - means.min():.1f} points, and the seeds of one "
+                 f"variant lie up to {spread.max():.1f} points apart.")
+    return text
+
+
+def show_training_curves(root: Path, profile: str, seeds: int = 3) -> None:
+    """`training_curves_figure` and `training_curves_sentence` of the Table 1 runs'
+    ``log.csv`` files (`training_logs`), after a note for each log that is missing."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    curves, notes = training_logs(root, profile, seeds)
+    for note in notes:
+        display(note)
+    if curves is None:
+        return
+    fig = training_curves_figure(curves)
+    display(fig)
+    plt.close(fig)
+    display(Markdown(training_curves_sentence(curves)))

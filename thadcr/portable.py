@@ -48,7 +48,7 @@ def _portable(x: torch.Tensor) -> bool:
 
 
 def exp(x: torch.Tensor) -> torch.Tensor:
-    """e^x. Portable: x = n ln 2 + r with integer n and |r| <= ln2 / 2, e^x = 2^n exp2(r log2 e)."""
+    """e^x. Portable: x = n ln 2 + r with integer n and r within ln2 / 2 of 0, e^x = 2^n exp2(r log2 e)."""
     if not _portable(x):
         return torch.exp(x)
     n = torch.round(x.detach().clamp(-1100, 1100) * LOG2_E)  # clamped: e^(+-inf) = inf / 0, not NaN
@@ -164,7 +164,7 @@ def frames(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
 
 
 def power_spectrum(frames_: torch.Tensor) -> torch.Tensor:
-    """|DFT|^2 of real frames (..., n) for bins 0..n/2 -> (..., n // 2 + 1), as matrix products.
+    """Squared magnitude of the DFT of real frames (..., n) for bins 0..n/2 -> (..., n // 2 + 1), as matrix products.
 
     With n = p q, sample index t = q n1 + n2 and bin k = k1 + p k2 (Cooley-Tukey):
     X[k1 + p k2] = sum_n2 exp(-2 pi i n2 k2 / q) exp(-2 pi i n2 k1 / n) sum_n1 x[q n1 + n2] exp(-2 pi i n1 k1 / p):
