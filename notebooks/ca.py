@@ -413,7 +413,7 @@ step_table = pd.DataFrame(rows).set_index("term")
 assert step_table.shape == (3, 4) and (step_table["gradient norm"] >= 0).all()
 print(f"{step_config.variant}, batch of {len(batch_captions)}: "
       f"L = {terms['loss'].item():.4f}")
-display(step_table.style.format("{:.4g}"))
+display(step_table.round(4))  # a plain table: its HTML is the same on every run
 
 # %% [markdown]
 # The gradient norms say which term steers the step. At the paper's $\alpha = 0.01$ and
