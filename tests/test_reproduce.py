@@ -582,9 +582,11 @@ def test_figures_notebook_on_synthetic_and_on_missing_results(rendered, monkeypa
     code = notebook_code("figures.py", {"profile": "tiny", "results_dir": str(results)})
     exec(compile(code, "figures.py", "exec"), namespace)
     assert namespace["factors_run"] == "audiocaps-THA+DCR-htsat-K8-a0.01-b0.005-s0"
-    assert set(namespace["curves"]["method"]) == {m for m, _ in rp.TABLE_ROWS[1]}
-    titles = [plt.figure(n).axes[0].get_title() for n in plt.get_fignums()]
-    assert len(titles) == 4 and titles[0] == "Table 4: K"  # changes from the default (K, alpha, beta), curves, C, g
+    curves, notes = namespace["page"].training_logs(namespace["root"], "tiny")  # what the curves cell drew
+    assert set(curves["method"]) == {m for m, _ in rp.TABLE_ROWS[1]}
+    assert any("From epoch 1 to epoch" in str(text) for text in shown)  # the reading under the curves
+    titles = [plt.figure(n).axes[0].get_title() for n in plt.get_fignums()]  # the curves' figure is shown and closed
+    assert len(titles) == 3 and titles[0] == "Table 4: K"  # changes from the default (K, alpha, beta), C, g
     assert "No paired runs yet" in str(shown[0])  # the synthetic runs keep no test ranks: no forest plot, said so
     assert any("K=10" in str(text) for text in shown)  # the missing K=10 run is named
     plt.close("all")
@@ -593,7 +595,7 @@ def test_figures_notebook_on_synthetic_and_on_missing_results(rendered, monkeypa
     exec(compile(notebook_code("figures.py", {"results_dir": str(results / "none")}), "figures.py", "exec"), empty)
     named = [str(text) for text in shown if "is missing" in str(text)]
     assert empty["factors"] is None and sum("claims.csv" in text for text in named) == 2  # forest plot, changes
-    assert sum("log.csv" in text for text in named) == 6 and sum("factors.npz" in text for text in named) == 2
+    assert sum("log.csv" in text for text in named) == 18 and sum("factors.npz" in text for text in named) == 2
     assert plt.get_fignums() == []
 
 
