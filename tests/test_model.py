@@ -12,7 +12,8 @@ CAPTIONS = ["a dog barks then a bell rings", "rain falls", "a car passes by whil
 
 
 def tiny(variant, **changes):
-    values = {"variant": variant, "text_trainable_layers": -1, "joint_dim": 64, "n_factors": 8}
+    """The tiny profile with every encoder trained (the fine-tuning setting: gradients reach them)."""
+    values = {"variant": variant, "text_trainable_layers": -1, "joint_dim": 64, "n_factors": 8, "audio_frozen": False}
     values.update(changes)
     return make_config("tiny", values)
 

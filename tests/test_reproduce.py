@@ -24,7 +24,8 @@ matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 
-# The 31 runs of the full tiny plan, written out by hand from the task's list of Tables 1-5.
+# The 31 runs of the paper plan (Table 1 over 3 seeds, the rest once), written out by hand from
+# the task's list of Tables 1-5.
 _D = "K8-a0.01-b0.005"
 EXPECTED_IDS = (
     [f"audiocaps-{v}-{e}-{_D}-s{s}" for v, e in [("DP", "resnet38"), ("DP", "htsat"), ("THA", "htsat"),
@@ -36,12 +37,23 @@ EXPECTED_IDS = (
     + ["audiocaps-DCR-htsat-K8-a0.005-b0.005-s0", "audiocaps-DCR-htsat-K8-a0.02-b0.005-s0"]
     + ["audiocaps-DCR-htsat-K8-a0.01-b0.001-s0", "audiocaps-DCR-htsat-K8-a0.01-b0.01-s0"]
 )  # fmt: skip
+# The tiny plan: every table's rows over seeds 0-7, the THA rows over seed 0 (docs/decisions/power.md).
+_TINY_SETTINGS = (
+    [f"audiocaps-{v}-{e}-{_D}" for v, e in [("DP", "resnet38"), ("DP", "htsat"), ("DCR", "htsat")]]
+    + [f"clotho-{v}-htsat-{_D}" for v in ("DP", "DCR")]
+    + ["audiocaps-DP+LD-htsat-K8-a0.01-b0.005", "audiocaps-DP+LD+LA-htsat-K8-a0.01-b0.005"]
+    + ["audiocaps-DCR-htsat-K6-a0.01-b0.005", "audiocaps-DCR-htsat-K10-a0.01-b0.005"]
+    + ["audiocaps-DCR-htsat-K8-a0.005-b0.005", "audiocaps-DCR-htsat-K8-a0.02-b0.005"]
+    + ["audiocaps-DCR-htsat-K8-a0.01-b0.001", "audiocaps-DCR-htsat-K8-a0.01-b0.01"]
+)  # fmt: skip
+TINY_IDS = ([f"{setting}-s{s}" for setting in _TINY_SETTINGS for s in range(8)]
+            + [f"{d}-{v}-htsat-{_D}-s0" for d in ("audiocaps", "clotho") for v in ("THA", "THA+DP", "THA+DCR")])
 ALL_METRICS = rp.METRICS + rp.EXTRA_METRICS
 
 
 # ----------------------------------------------------------------------------- plan
-def test_plan_tiny_has_the_31_expected_runs_once():
-    runs = rp.plan("tiny")
+def test_plan_paper_has_the_31_expected_runs_once():
+    runs = rp.plan("paper")
     ids = [run.run_id for run in runs]
     assert len(EXPECTED_IDS) == 31
     assert len(ids) == 31 and len(set(ids)) == 31
@@ -53,16 +65,29 @@ def test_plan_tiny_has_the_31_expected_runs_once():
     assert shared["clotho-DCR-htsat-K8-a0.01-b0.005-s0"] == (2,)
 
 
+def test_plan_tiny_seeds_every_table_and_its_tha_rows_once():
+    ids = [run.run_id for run in rp.plan("tiny")]
+    assert len(TINY_IDS) == 13 * 8 + 6 == 110
+    assert len(ids) == 110 and set(ids) == set(TINY_IDS)
+    shared = {run.run_id: run.tables for run in rp.plan("tiny")}
+    assert shared["audiocaps-DCR-htsat-K8-a0.01-b0.005-s7"] == (1, 3, 4, 5)
+    assert shared["audiocaps-DCR-htsat-K6-a0.01-b0.005-s3"] == (4,)
+    more = {run.run_id for run in rp.plan("tiny", tha_seeds=2)}
+    assert more - set(ids) == {f"{d}-{v}-htsat-{_D}-s1" for d in ("audiocaps", "clotho") for v in ("THA", "THA+DP", "THA+DCR")}
+    assert len(rp.plan("tiny", seeds=2, tha_seeds=5)) == 13 * 2 + 6 * 2  # THA rows at most --seeds
+
+
 def test_plan_ids_are_stable_and_independent_of_table_order():
-    first = [r.run_id for r in rp.plan("tiny")]
-    assert first == [r.run_id for r in rp.plan("tiny")]
-    assert first == [r.run_id for r in rp.plan("tiny", tables=(5, 4, 3, 2, 1))]
-    assert [r.run_id for r in rp.plan("paper")] == first  # ids name settings, not the profile
+    first = [r.run_id for r in rp.plan("paper")]
+    assert first == [r.run_id for r in rp.plan("paper")]
+    assert first == [r.run_id for r in rp.plan("paper", tables=(5, 4, 3, 2, 1))]
+    tiny = [r.run_id for r in rp.plan("tiny", seeds=3, tha_seeds=3)]
+    assert set(first) <= set(tiny)  # ids name settings and seeds, not the profile
     # a sub-plan names its runs exactly as the full plan does
-    assert {r.run_id for r in rp.plan("tiny", tables=(3, 4))} <= set(first)
-    assert len(rp.plan("tiny", tables=(3, 4))) == 4 + 2
-    assert len(rp.plan("tiny", seeds=1)) == 31 - 12
-    assert len(rp.plan("tiny", tables=(1,), seeds=5)) == 30
+    assert {r.run_id for r in rp.plan("paper", tables=(3, 4))} <= set(first)
+    assert len(rp.plan("paper", tables=(3, 4))) == 4 + 2
+    assert len(rp.plan("paper", seeds=1)) == 31 - 12
+    assert len(rp.plan("paper", tables=(1,), seeds=5)) == 30
 
 
 def test_plan_settings_match_the_run_id():

@@ -75,7 +75,7 @@ def test_the_index_holds_float16_and_scores_in_float32_like_evaluation(checkpoin
     stored = [*saved["audio"]["tha"], saved["audio"]["factors"]]
     assert saved["audio"]["dp"] is None and all(x.dtype == torch.float16 for x in stored)
     model, config = searcher.model, searcher.config
-    clips = EvalSet.open(config, "test", torch.device("cpu"))
+    clips = EvalSet.open(config, "test", model)
     data = clips.split
     with torch.no_grad():
         audio = encode_clips(model, clips)  # float32

@@ -22,7 +22,7 @@ from thadcr.train import train
 def small_config(root, tmp_path, **changes):
     values = dict(
         data_root=str(root), layout="clotho", clip_seconds=1.0, batch_size=8, epochs=2, max_steps_per_epoch=2,
-        eval_batch=8, joint_dim=64, cache_dir=str(tmp_path / "cache"), variant="THA+DCR", lr=1e-3,
+        eval_batch=8, joint_dim=64, cache_dir=str(tmp_path / "cache"), variant="THA+DCR", lr=1e-3, val_every=1,
     )
     values.update(changes)
     return make_config("tiny", values)

@@ -32,8 +32,9 @@ a particular model gets right; variance sigma_v^2 / n). Var(mean d) = sigma_a^2/
 sigma_v^2/(n S).
 
 - Test sampling: a paired bootstrap over the test clips (each clip carries its captions, so both
-  directions are resampled; the gallery stays the whole test set): B multinomial count vectors,
-  the same ones for every run of a data set. Its variance of the seed-mean difference, v_boot,
+  directions are resampled; each query keeps the rank it has in its gallery: the whole test set,
+  or its fold with ``eval_fold_clips``): B multinomial count vectors over all test clips, the
+  same ones for every run of a data set. Its variance of the seed-mean difference, v_boot,
   estimates sigma_a^2/n + sigma_v^2/(n S).
 - Seeds: the between-seed variance of d_s on the one test set estimates sigma_u^2 + sigma_v^2/n
   (df S - 1): not training noise alone, since v_s is test-sampling noise that is also in v_boot.
@@ -70,7 +71,7 @@ import pandas as pd
 
 from thadcr.metrics import recalls_from_ranks
 from thadcr.reproduce import (
-    DATASETS, METRICS, SEEDED_TABLES, TABLE_DATASET, TABLE_ROWS, ReproduceError, Run, read_metrics, setting_id,
+    DATASETS, METRICS, TABLE_DATASET, TABLE_ROWS, ReproduceError, Run, read_metrics, setting_id,
 )  # fmt: skip
 
 LEVEL = 0.95
@@ -299,7 +300,7 @@ def _pooled(
     (NaN, NaN, 0) when there is no such block."""
     seeds: dict[str, set[int]] = {}
     for run in runs:
-        if set(run.tables) & set(SEEDED_TABLES) and run.run_id in observed:
+        if 1 in run.tables and run.run_id in observed:
             seeds.setdefault(run.setting_id, set()).add(run.seed)
     block = {setting: found for setting, found in seeds.items() if len(found) >= 2}
     common = sorted(set.intersection(*block.values())) if block else []
@@ -323,7 +324,7 @@ def pooled_seed_sd(rsum_of_run: dict[str, float], runs: Iterable[Run]) -> tuple[
     """
     values: dict[str, list[float]] = {}
     for run in runs:
-        if set(run.tables) & set(SEEDED_TABLES) and run.run_id in rsum_of_run:
+        if 1 in run.tables and run.run_id in rsum_of_run:
             values.setdefault(run.setting_id, []).append(float(rsum_of_run[run.run_id]))
     per_setting = {setting: float(np.std(found, ddof=1)) for setting, found in values.items() if len(found) >= 2}
     if not per_setting:

@@ -113,6 +113,9 @@ KEYS_ADDED: dict[str, Any] = {
     "specaug_freq_masks": 0,
     "specaug_freq_width": 8,
     "model_selection": "best_val",  # the best-validation epoch was tested
+    "audio_frozen": False,  # the audio encoder was fine-tuned
+    "eval_fold_clips": 0,  # each split was one gallery
+    "val_every": 1,  # every epoch was validated
     "numerics": "native",  # the CPU's own kernels (thadcr.numerics)
 }
 
@@ -139,6 +142,8 @@ class Config:
                         choices=VARIANTS)
     audio_encoder: str = _key("audio encoder", choices=AUDIO_ENCODERS)
     htsat_size: str = _key("HTS-AT size: paper (AudioSet architecture) or tiny", choices=("paper", "tiny"))
+    audio_frozen: bool = _key("keep the pretrained audio encoder fixed (eval mode) and train the rest on its "
+                              "features, computed once per split and cached (thadcr.audio_features)")
     audio_checkpoint: str | None = _key("official HTS-AT / PANNs checkpoint file; null: random initialisation")
     resnet38_width: float = _key("channel multiplier of ResNet38 (1.0 = the published PANNs model)", gt=0)
     resnet38_dropout: bool = _key("PANNs' dropouts in ResNet38 (training only)")
@@ -178,8 +183,13 @@ class Config:
     seed: int = _key("random seed", ge=0)
     device: str = _key("where to run", device=True)
     amp: bool = _key("mixed precision, used on CUDA only")
+    eval_fold_clips: int = _key("0: a split is one gallery; n: disjoint folds of n clips (in file order; a split "
+                                "of at most n clips is one) with their captions, metrics averaged over folds "
+                                "(MS-COCO 1K style)", ge=0)
     eval_batch: int = _key("clips per batch when encoding for evaluation", ge=1)
     max_steps_per_epoch: int = _key("0: full epochs; n: stop each epoch after n steps", ge=0)
+    val_every: int = _key("validate after every n-th epoch and after the last (model_selection=best_val "
+                          "chooses among the validated epochs)", ge=1)
     model_selection: str = _key("test the epoch of best validation t2a R@1+R@5+R@10, or the last",
                                 choices=MODEL_SELECTIONS)
     numerics: str = _key("portable: the same bits on any x86-64 CPU (slower; thadcr.numerics); native: the "

@@ -762,7 +762,9 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class CaptionDataset(torch.utils.data.Dataset):
-    """One item per caption: dict(logmel (n_frames, F), caption, clip_index, caption_index).
+    """One item per caption: dict(logmel (n_frames, F), caption, clip_index, caption_index);
+    without ``logmel`` when ``with_audio`` is False (a frozen audio encoder's cached features are
+    looked up by clip_index instead, `thadcr.audio_features`).
 
     Training draws a random crop, then the SpecAugment masks of ``spec_augment`` (time masks,
     time width, frequency masks, frequency width; zeros: none), from a per-item generator seeded
@@ -774,10 +776,11 @@ class CaptionDataset(torch.utils.data.Dataset):
 
     def __init__(
         self, split: Split, cache: LogMelCache, n_frames: int, train: bool, seed: int = 0,
-        spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0),
+        spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0), with_audio: bool = True,
     ) -> None:
         self.split, self.cache, self.n_frames = split, cache, int(n_frames)
         self.train, self.seed, self.epoch = bool(train), int(seed), 0
+        self.with_audio = bool(with_audio)
         self.spec_augment = tuple(int(v) for v in spec_augment)  # (time_masks, time_width, freq_masks, freq_width)
 
     def set_epoch(self, epoch: int) -> None:
@@ -791,6 +794,9 @@ class CaptionDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"caption index {index} out of range for {len(self)} captions")
         clip = int(self.split.caption_audio[index])
+        item = {"caption": self.split.captions[index], "clip_index": clip, "caption_index": index}
+        if not self.with_audio:
+            return item
         whole = self.cache.get(self.split.audio_paths[clip])  # (T, F)
         if self.train:
             generator = item_generator(self.seed, epoch, index)
@@ -800,7 +806,7 @@ class CaptionDataset(torch.utils.data.Dataset):
                 logmel = spec_augment(logmel, generator, *self.spec_augment)
         else:
             logmel = crop_frames(whole, self.n_frames, "center")
-        return {"logmel": logmel, "caption": self.split.captions[index], "clip_index": clip, "caption_index": index}
+        return {"logmel": logmel, **item}
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -826,7 +832,7 @@ _INDEX_KEYS = ("clip_index", "caption_index")
 
 
 def collate(batch: list[dict]) -> dict:
-    """Items of either dataset -> dict: ``logmel`` (B, n_frames, F), ``captions`` / ``clip_ids``
+    """Items of either dataset -> dict: ``logmel`` (B, n_frames, F) when the items have one, ``captions`` / ``clip_ids``
     lists, ``clip_index`` / ``caption_index`` LongTensors (B,)."""
     if not batch:
         raise ValueError("collate got an empty batch")
@@ -834,14 +840,14 @@ def collate(batch: list[dict]) -> dict:
     unknown = keys - {"logmel", *_LIST_KEYS, *_INDEX_KEYS}
     if unknown or any(set(item) != keys for item in batch):
         raise ValueError(f"collate: items must share the keys of CaptionDataset/ClipDataset, got {sorted(keys)}")
-    out: dict = {"logmel": torch.stack([item["logmel"] for item in batch])}
+    out: dict = {"logmel": torch.stack([item["logmel"] for item in batch])} if "logmel" in keys else {}
     for key, plural in _LIST_KEYS.items():
         if key in keys:
             out[plural] = [item[key] for item in batch]
     for key in _INDEX_KEYS:
         if key in keys:
             out[key] = torch.tensor([item[key] for item in batch], dtype=torch.long)
-    assert out["logmel"].dim() == 3 and out["logmel"].shape[0] == len(batch)
+    assert "logmel" not in out or (out["logmel"].dim() == 3 and out["logmel"].shape[0] == len(batch))
     return out
 
 

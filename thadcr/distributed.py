@@ -44,10 +44,10 @@ class Encoders(nn.Module):
                 self.add_module(name, child)
         self.__dict__["model"] = model  # a plain reference: its parameters are not this module's
 
-    def forward(self, logmel: torch.Tensor, text) -> tuple[tuple, tuple]:
+    def forward(self, audio, text) -> tuple[tuple, tuple]:
         """The model's two Embeddings as plain tuples of their fields: DDP looks for the output
         tensors with torch's pytree, which sees into tuples and lists but not into dataclasses."""
-        audio, text = self.model(logmel, text)
+        audio, text = self.model(audio, text)
         return (audio.tha, audio.mask, audio.dp, audio.factors), (text.tha, text.mask, text.dp, text.factors)
 
 
@@ -106,12 +106,12 @@ class Distributed:
             )
         return self._wrapped
 
-    def forward(self, model: RetrievalModel, logmel: torch.Tensor, text) -> tuple[Embeddings, Embeddings]:
-        """The training forward pass of this rank's rows: (audio, text) Embeddings (through DDP with
-        several processes)."""
+    def forward(self, model: RetrievalModel, audio, text) -> tuple[Embeddings, Embeddings]:
+        """The training forward pass of this rank's rows (audio: log-mels or a frozen encoder's
+        cached features): (audio, text) Embeddings (through DDP with several processes)."""
         if self.world == 1:
-            return model(logmel, text)
-        audio, text = self.wrap(model)(logmel, text)
+            return model(audio, text)
+        audio, text = self.wrap(model)(audio, text)
         return Embeddings(*audio), Embeddings(*text)
 
     def backward(self, loss: torch.Tensor, model: RetrievalModel) -> None:

@@ -62,7 +62,7 @@ PACKAGES = {
 }
 FLAVOURS = ("audiocaps", "clotho", "labels")
 SPLITS = tuple(CLOTHO_FOLDERS.values())  # development, validation, evaluation: the Clotho folders of train, val, test
-DEFAULT_SIZES = {"audiocaps": (3600, 150, 200), "clotho": (1200, 100, 150)}  # (train, val, test) clips
+DEFAULT_SIZES = {"audiocaps": (3600, 400, 2000), "clotho": (1200, 400, 2000)}  # (train, val, test) clips: val 2, test 10 folds of 200
 N_CAPTIONS = 5
 TABLE_DIR = Path(__file__).parent
 SOURCES_TABLE = TABLE_DIR / "embedded_sources.csv"

@@ -59,7 +59,8 @@ def _direction(ranked: np.ndarray, prefix: str) -> dict[str, float]:
 def retrieval_metrics(sim, caption_audio) -> dict[str, float]:
     """Retrieval metrics of a similarity matrix, in percent (R@k, mAP@10) and ranks (medr, meanr).
 
-    sim: (Na, Nt) numpy array or tensor, rows audio clips, columns captions.
+    sim: (Na, Nt) numpy array or tensor, rows audio clips, columns captions; -inf marks a pair
+    that is never compared (a clip outside a caption's gallery, `thadcr.evaluation.score_split`).
     caption_audio: (Nt,) integer clip index (row of sim) of every caption; every clip needs at
     least one caption, and any number per clip is allowed.
     Returns t2a_R1, t2a_R5, t2a_R10, t2a_mAP10, t2a_medr, t2a_meanr and the same for a2t.
@@ -88,8 +89,11 @@ def retrieval_metrics(sim, caption_audio) -> dict[str, float]:
             f"clip(s) {lonely[:10].tolist()} ({lonely.size} in all) have no caption in caption_audio: "
             f"drop those rows of sim or add their captions"
         )
-    if not np.isfinite(s).all():
-        raise ValueError("sim contains NaN or infinite values")
+    if np.isnan(s).any() or np.isposinf(s).any():
+        raise ValueError("sim contains NaN or +inf values (-inf marks a pair outside a query's gallery)")
+    outside = np.flatnonzero(np.isneginf(s[owner, np.arange(n_text)]))
+    if outside.size:
+        raise ValueError(f"caption {outside[0]}'s own clip scores -inf: a caption's clip must be in its gallery")
 
     correct = owner[None, :] == np.arange(n_audio)[:, None]  # (Na, Nt)
     t2a = _direction(_worst_case_ranks(s.T, correct.T), "t2a")  # captions rank clips

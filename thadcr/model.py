@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from thadcr.alignment import THA
-from thadcr.audio import HTSAT, ResNet38, load_htsat_checkpoint, load_resnet38_checkpoint
+from thadcr.audio import HTSAT, HTSATOutput, ResNet38, load_htsat_checkpoint, load_resnet38_checkpoint
 from thadcr.config import Config, ConfigError, VariantParts
 from thadcr.factors import (
     ConfidenceAware,
@@ -116,6 +116,10 @@ class RetrievalModel(nn.Module):
             loader = load_htsat_checkpoint
         if load_weights and config.audio_checkpoint:
             self.audio_load_report = loader(self.audio_encoder, config.audio_checkpoint)
+        self.audio_frozen = config.audio_frozen
+        if self.audio_frozen:  # its features come from thadcr.audio_features.AudioFeatureCache
+            self.audio_encoder.requires_grad_(False)
+            self.audio_encoder.eval()
 
         self.text_encoder = TextEncoder(
             config.text_model, layers=tuple(config.text_layers), trainable_layers=config.text_trainable_layers
@@ -139,11 +143,19 @@ class RetrievalModel(nn.Module):
         if self.uses_ca:
             self.ca = ConfidenceAware(config.joint_dim // config.n_factors)
 
+    def train(self, mode: bool = True) -> "RetrievalModel":
+        """Training mode for every part but a frozen audio encoder, which stays in eval mode."""
+        super().train(mode)
+        if self.audio_frozen:
+            self.audio_encoder.eval()
+        return self
+
     # ----------------------------------------------------------------- encoders
-    def encode_audio(self, logmel: torch.Tensor) -> Embeddings:
-        """logmel (B, frames, mel bins) -> the audio side of every similarity the variant uses
+    def encode_audio(self, audio: torch.Tensor | HTSATOutput) -> Embeddings:
+        """logmel (B, frames, mel bins), or the encoder's output (e.g. cached from a frozen
+        encoder, `thadcr.audio_features`) -> the audio side of every similarity the variant uses
         (the encoder checks the shape against its own number of mel bins)."""
-        out = self.audio_encoder(logmel)
+        out = audio if isinstance(audio, HTSATOutput) else self.audio_encoder(audio)
         return Embeddings(
             tha=self.tha.project_audio(out.stages) if self.uses_tha else None,
             dp=self.audio_dp(out.pooled) if self.uses_dp else None,
@@ -164,7 +176,7 @@ class RetrievalModel(nn.Module):
             factors=self.text_factors(out.cls) if self.uses_factors else None,
         )
 
-    def forward(self, logmel: torch.Tensor, captions: list[str] | TextOutput) -> tuple[Embeddings, Embeddings]:
+    def forward(self, logmel: torch.Tensor | HTSATOutput, captions: list[str] | TextOutput) -> tuple[Embeddings, Embeddings]:
         """Both sides of a batch: (audio embeddings, text embeddings). Training calls the model
         this way, so that DistributedDataParallel sees the forward pass it wraps."""
         return self.encode_audio(logmel), self.encode_text(captions)
@@ -195,7 +207,7 @@ class RetrievalModel(nn.Module):
         assert sim.shape == (len(audio), len(text))
         return sim
 
-    def loss(self, logmel: torch.Tensor, text: list[str] | TextOutput, clip_ids: torch.Tensor | None = None) -> dict:
+    def loss(self, logmel: torch.Tensor | HTSATOutput, text: list[str] | TextOutput, clip_ids: torch.Tensor | None = None) -> dict:
         """L = L_S + alpha L_D + beta L_A for a batch of matching (clip, caption) pairs."""
         return self.loss_from_embeddings(*self(logmel, text), clip_ids)
 

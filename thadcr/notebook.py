@@ -747,7 +747,7 @@ TRAINING_CURVES = {"loss": ("training loss L", 2),
                    "rsum": ("validation R-sum (the six recalls added, %)", 1)}
 
 
-def training_logs(root: Path, profile: str, seeds: int = 3):
+def training_logs(root: Path, profile: str, seeds: int | None = None):
     """The ``log.csv`` of every Table 1 run under ``root/runs`` (AudioCaps, each method
     with its default settings, seeds 0..seeds-1, by `table1_run_id`) as one frame with
     the columns ``method`` (Table 1's row label), ``seed`` and ``rsum`` (the six
@@ -756,8 +756,9 @@ def training_logs(root: Path, profile: str, seeds: int = 3):
     no log is there."""
     import pandas as pd
 
-    from thadcr.reproduce import METRICS, TABLE_ROWS
+    from thadcr.reproduce import DEFAULT_SEEDS, METRICS, TABLE_ROWS
 
+    seeds = DEFAULT_SEEDS[profile] if seeds is None else seeds
     recalls = [f"val_{metric}" for metric in METRICS]
     frames, notes = [], []
     for method, _ in TABLE_ROWS[1]:
@@ -798,6 +799,7 @@ def training_curves_figure(curves):
         block.suptitle(name, fontsize=BODY_PT, fontweight="bold")
         for ax, method in zip(axes.flat, methods):
             runs = curves[curves["method"] == method]
+            runs = runs.dropna(subset=[column])  # validation may skip epochs (val_every)
             if runs["seed"].nunique() > 1:
                 for _, run in runs.groupby("seed"):
                     ax.plot(run["epoch"], run[column], color="0.6", lw=1.0, marker="o",
@@ -883,9 +885,15 @@ def training_curves_sentence(curves) -> str:
             f"{method} {n}" for method, n in seeds.items()) + ")"
     parts = []
     for column, (name, digits) in TRAINING_CURVES.items():
-        runs = (last[column] - first[column]).dropna()  # one change a run
-        a = first[column].groupby(level="method", sort=False).mean()
-        b = last[column].groupby(level="method", sort=False).mean()
+        logged = curves.dropna(subset=[column])  # validation may skip epochs (val_every)
+        if logged.empty:
+            continue
+        ends = logged.groupby(["method", "seed"], sort=False)["epoch"]
+        begin = logged.loc[ends.idxmin()].set_index(["method", "seed"])[column]
+        finish = logged.loc[ends.idxmax()].set_index(["method", "seed"])[column]
+        runs = finish - begin  # one change a run
+        a = begin.groupby(level="method", sort=False).mean()
+        b = finish.groupby(level="method", sort=False).mean()
         shown = [m for m in methods if np.isfinite(a[m] + b[m])]
         if not shown:
             continue
@@ -902,7 +910,10 @@ def training_curves_sentence(curves) -> str:
             said += f"; it {word} in {in_runs}" if rest else f" and in {in_runs}"
         values = "; ".join(f"{m}: {a[m]:.{digits}f} to {b[m]:.{digits}f}"
                            for m in shown)
-        parts.append(f"the {name.split(' (')[0]} {said} ({values})")
+        checked = sorted(set(logged["epoch"]))
+        when = "" if len(checked) == curves["epoch"].nunique() else (
+            f", measured at epochs {', '.join(str(int(e)) for e in checked)}")
+        parts.append(f"the {name.split(' (')[0]}{when} {said} ({values})")
     text = f"{head} {span} ({over}), " + ", and ".join(parts) + "."
     final = last["rsum"].dropna()
     means = final.groupby(level="method", sort=False).mean()
@@ -915,7 +926,7 @@ def training_curves_sentence(curves) -> str:
     return text
 
 
-def show_training_curves(root: Path, profile: str, seeds: int = 3) -> None:
+def show_training_curves(root: Path, profile: str, seeds: int | None = None) -> None:
     """`training_curves_figure` and `training_curves_sentence` of the Table 1 runs'
     ``log.csv`` files (`training_logs`), after a note for each log that is missing."""
     import matplotlib.pyplot as plt

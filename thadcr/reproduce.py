@@ -20,6 +20,7 @@ import datetime as dt
 import io
 import json
 import math
+import multiprocessing
 import os
 import re
 import shlex
@@ -99,7 +100,15 @@ TABLE_TITLES = {
     5: "Effect of the trade-off hyper-parameters alpha and beta",
 }
 TABLE_DATASET = {1: "audiocaps", 2: "clotho", 3: "audiocaps", 4: "audiocaps", 5: "audiocaps"}
-SEEDED_TABLES = (1,)  # the paper repeats Table 1 over 3 seeds; the others are single runs
+# Tables whose rows run every seed of the plan, and the plan's seeds: the paper repeats Table 1
+# over 3 seeds and runs the others once; the tiny plan runs every row with the seeds its power
+# analysis asks for (docs/decisions/power.md).
+SEEDED_TABLES = {"tiny": TABLES, "paper": (1,)}
+DEFAULT_SEEDS = {"tiny": 8, "paper": 3}
+# The tiny plan's THA rows run fewer seeds: THA scores each 200-clip fold's 200 x 1,000 pairs in
+# about 25 s on one core, so a THA run costs about 10 minutes against under one for the others
+# (docs/decisions/power.md). None: as many as the other rows.
+DEFAULT_THA_SEEDS = {"tiny": 1, "paper": None}
 
 
 class ReproduceError(ThadcrError, RuntimeError):
@@ -167,9 +176,12 @@ PLAN_KEYS = ("variant", "audio_encoder", "n_factors", "alpha", "beta", "seed", "
 
 
 def plan(
-    profile: str, tables: Iterable[int] = TABLES, seeds: int = 3, overrides: dict[str, Any] | None = None
+    profile: str, tables: Iterable[int] = TABLES, seeds: int | None = None, overrides: dict[str, Any] | None = None,
+    tha_seeds: int | None = None,
 ) -> list[Run]:
-    """The runs of the chosen tables; Table 1 rows run ``seeds`` seeds (0..seeds-1), others seed 0.
+    """The runs of the chosen tables: the rows of the profile's ``SEEDED_TABLES`` run ``seeds``
+    seeds (0..seeds-1; default ``DEFAULT_SEEDS``), their THA rows ``tha_seeds`` (default
+    ``DEFAULT_THA_SEEDS``, at most ``seeds``), the others seed 0.
 
     A run used by several tables appears once (tables merged), in order of first use.
     ``overrides`` changes other Config keys in every run (e.g. an ablation of the whole plan into
@@ -188,12 +200,16 @@ def plan(
     unknown = sorted(set(tables) - set(TABLES))
     if unknown or not tables:
         raise ReproduceError(f"tables {list(tables)}: choose among {list(TABLES)}")
-    if seeds < 1:
-        raise ReproduceError(f"seeds must be at least 1, got {seeds}")
+    seeds = DEFAULT_SEEDS[profile] if seeds is None else seeds
+    tha_seeds = DEFAULT_THA_SEEDS[profile] if tha_seeds is None else tha_seeds
+    tha_seeds = seeds if tha_seeds is None else min(tha_seeds, seeds)
+    if seeds < 1 or tha_seeds < 1:
+        raise ReproduceError(f"seeds must be at least 1, got {seeds} (THA rows {tha_seeds})")
     runs: dict[str, Run] = {}
     for table in sorted(set(tables)):
         for _, settings in TABLE_ROWS[table]:
-            for seed in range(seeds if table in SEEDED_TABLES else 1):
+            row_seeds = tha_seeds if VARIANT_PARTS[settings["variant"]].tha else seeds
+            for seed in range(row_seeds if table in SEEDED_TABLES[profile] else 1):
                 run = Run(profile=profile, dataset=TABLE_DATASET[table], seed=seed,
                           overrides=tuple(sorted(overrides.items())), **settings)
                 known = runs.get(run.run_id, run)
@@ -434,6 +450,8 @@ def execute(
             raise ReproduceError(f"{TRAIN_NOTEBOOK} is missing: run from a source checkout of thadcr")
         import jupytext
 
+        if executor is None:
+            fill_caches(todo, jobs, progress)
         with tempfile.TemporaryDirectory() as tmp:
             notebook = Path(tmp) / "train.ipynb"
             jupytext.write(jupytext.read(TRAIN_NOTEBOOK), notebook)  # once per execute call
@@ -451,6 +469,35 @@ def execute(
     for run_id, message in record["failed"].items():
         print(f"FAILED {run_id}: {message}", file=sys.stderr)
     return record
+
+
+def _fill(config: dict[str, Any], parts: tuple[str, ...]) -> None:
+    from thadcr.config import from_dict
+    from thadcr.train import fill_feature_caches
+
+    fill_feature_caches(from_dict(config), parts)
+
+
+def fill_caches(runs: Sequence[Run], jobs: int, progress: bool = True) -> None:
+    """Compute the frozen encoders' feature caches the runs will read before any run starts: first
+    the text features of each data set, then the audio features of each (data set, audio
+    encoder), ``jobs`` at a time in their own processes. Runs started side by side then share them
+    instead of each computing them."""
+    configs = {}
+    for run in runs:
+        config = run.config()
+        if config.audio_frozen or config.text_trainable_layers == 0:
+            configs.setdefault((run.dataset, run.audio_encoder), config.to_dict())
+    stages = [("text", {dataset: c for (dataset, _), c in configs.items()}.values()), ("audio", configs.values())]
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: torch's threads do not survive fork
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        for part, todo in stages:
+            todo = list(todo)
+            bar = tqdm(total=len(todo), desc=f"{part} feature caches", disable=not progress or not todo)
+            for future in concurrent.futures.as_completed([pool.submit(_fill, c, (part,)) for c in todo]):
+                future.result()
+                bar.update(1)
+            bar.close()
 
 
 def _run_all(
@@ -585,7 +632,8 @@ def _unstamped(summary: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) -> dict[str, Any]:
+def render(profile: str, results_dir: str | Path = "results", seeds: int | None = None,
+           tha_seeds: int | None = None) -> dict[str, Any]:
     """Write results/<profile>/tables/table{1..5}.csv, claims.csv (`thadcr.claims`), learning.csv and
     summary.json from the finished runs.
 
@@ -595,7 +643,7 @@ def render(profile: str, results_dir: str | Path = "results", seeds: int = 3) ->
     renderer's versions) only when a table or the summary's content changed: rendering results
     that did not change changes nothing on disk.
     """
-    full = plan(profile, TABLES, seeds)
+    full = plan(profile, TABLES, seeds, tha_seeds=tha_seeds)
     root = Path(results_dir) / profile
     expected: dict[str, list[str]] = {}
     for run in full:
@@ -872,6 +920,11 @@ def shard_of(runs: Sequence[Run], shard: str | None) -> dict[str, str]:
     return {run.run_id: f"{k}/{count}" for k in range(count) for run in select_shard(runs, f"{k}/{count}")}
 
 
+def validations(config: Config) -> int:
+    """The epochs a run validates: every ``val_every``-th and the last."""
+    return sum(1 for epoch in range(1, config.epochs + 1) if epoch % config.val_every == 0 or epoch == config.epochs)
+
+
 def plan_row(run: Run, root: Path, captions: int | None, times: StepTimes, shard: str) -> dict[str, Any]:
     """One run of the listing: what it is, its state on disk, its shard, steps and estimate."""
     config = run.config()
@@ -886,7 +939,7 @@ def plan_row(run: Run, root: Path, captions: int | None, times: StepTimes, shard
         "run": run.run_id, "tables": ",".join(map(str, run.tables)), "dataset": run.dataset,
         "variant": run.variant, "seed": run.seed,
         "changes": " ".join(f"{k}={override_text(v)}" for k, v in changes.items() if k not in ("variant", "seed")),
-        "state": state, "detail": detail, "shard": shard, "steps": steps, "evaluations": config.epochs + 1,
+        "state": state, "detail": detail, "shard": shard, "steps": steps, "evaluations": validations(config) + 1,
         "step_s": step_s, "time_from": source, "hours": hours, "hours_left": left,
     }  # fmt: skip
 
@@ -1016,14 +1069,14 @@ def dry_run(runs: Sequence[Run], results_dir: str | Path, shard: str | None, fmt
     return format_table(listed, totals, notes, header)
 
 
-def render_only(runs: Sequence[Run], results_dir: str | Path, seeds: int) -> int:
+def render_only(runs: Sequence[Run], results_dir: str | Path, seeds: int | None, tha_seeds: int | None = None) -> int:
     """Write the tables from the finished runs without training any (the step after every shard of
     a cluster array has ended). Refuses stale runs as `execute` does; returns 1 while runs of
     ``runs`` are unfinished (the tables are written all the same, their cells "missing"), else 0."""
     profile = runs[0].profile
     root = runs_dir(results_dir, profile)
     check_not_stale(runs, root)
-    render(profile, results_dir, seeds=seeds)
+    render(profile, results_dir, seeds=seeds, tha_seeds=tha_seeds)
     missing = [run.run_id for run in runs if not is_complete(root / run.run_id)]
     tables = Path(results_dir) / profile / "tables"
     print(f"{len(runs) - len(missing)} of {len(runs)} run(s) complete; tables in {tables}")
@@ -1043,7 +1096,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tiny (embedded data, CPU) or paper (profiles paper-audiocaps and paper-clotho, GPUs)",
     )  # fmt: skip
     parser.add_argument("--tables", default="1,2,3,4,5", help="comma-separated table numbers (default 1,2,3,4,5)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the Table 1 rows (default 3)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds of the seeded tables' rows (default: tiny 8, every table; paper 3, Table 1)")
+    parser.add_argument("--tha-seeds", type=int, default=None,
+                        help="seeds of their THA rows (default: tiny 1, THA scoring being costly; paper as --seeds)")
     parser.add_argument("--shard", default=None, help="i/n: run only every n-th run starting at i (0-based)")
     parser.add_argument("--jobs", type=int, default=1, help="runs executed at once (default 1)")
     parser.add_argument("--results", default="results", help="results folder (default results)")
@@ -1091,7 +1147,7 @@ def plan_from_args(args: argparse.Namespace) -> list[Run]:
             raise ValueError("empty")
     except ValueError as error:
         raise ReproduceError(f"--launcher {args.launcher!r}: {error}; e.g. 'torchrun --nproc_per_node 4'") from None
-    return plan(args.profile, tables, args.seeds, overrides)
+    return plan(args.profile, tables, args.seeds, overrides, args.tha_seeds)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -1108,10 +1164,10 @@ def run_from_args(args: argparse.Namespace) -> int:
             print(dry_run(runs, args.results, args.shard, args.format or "table", args.timing))
             return 0
         if args.render_only:
-            return render_only(runs, args.results, args.seeds)
+            return render_only(runs, args.results, args.seeds, args.tha_seeds)
         executor = launcher_executor(args.launcher) if args.launcher else None
         record = execute(runs, args.results, jobs=args.jobs, shard=args.shard, executor=executor)
-        render(args.profile, args.results, seeds=args.seeds)
+        render(args.profile, args.results, seeds=args.seeds, tha_seeds=args.tha_seeds)
     except ReproduceError as error:
         print(f"thadcr reproduce: error: {error}", file=sys.stderr)
         return 1

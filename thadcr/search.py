@@ -124,8 +124,8 @@ def encode_files(
     return concat_embeddings(parts)
 
 
-def _split_source(model: RetrievalModel, config: Config, split: str, device: torch.device) -> _Source:
-    clips = EvalSet.open(config, split, device, num_workers=0)  # read in this process
+def _split_source(model: RetrievalModel, config: Config, split: str) -> _Source:
+    clips = EvalSet.open(config, split, model, num_workers=0)  # read in this process
     data = clips.split
     first_caption = {int(c): i for i, c in reversed(list(enumerate(data.caption_audio)))}
     captions = [data.captions[first_caption[i]] if i in first_caption else "" for i in range(data.n_clips)]
@@ -182,7 +182,7 @@ def open_index(
     `checkpoint`: read from its index file when the key matches, else encoded and saved."""
     device = next(model.parameters()).device
     if audio_dir is None:
-        source = _split_source(model, config, split, device)
+        source = _split_source(model, config, split)
     else:
         source = _folder_source(model, config, audio_dir, device)
     key = json.dumps({

@@ -235,46 +235,62 @@ class TextFeatureCache:
 
     With `cache_dir` the features are also stored on disk, keyed by the text model, its layers,
     the numerics (`thadcr.numerics.cache_tag`) and the captions, so that every run on the same data
-    set shares them. Calling the cache with
-    caption indices gives the `TextOutput` of those captions on `device`.
+    set shares them. Captions are stored one after the other up to their last word (no padding:
+    a split of 10,000 captions padded to its longest would take three times the memory). Calling
+    the cache with caption indices gives the `TextOutput` of those captions on `device`, padded
+    to the longest of them (padded positions 0 and masked).
     """
+
+    FORMAT = 2  # in the key: 2 = encoded in batches of similar length, stored unpadded (offsets)
 
     def __init__(self, encoder: TextEncoder, captions: list[str], device: torch.device, batch: int = 128,
                  cache_dir: Path | None = None):
         self.device = device
         path = None
         if cache_dir is not None:
-            key = json.dumps([str(encoder.source), list(encoder.layers), numerics.cache_tag(), captions])
+            key = json.dumps([self.FORMAT, str(encoder.source), list(encoder.layers), numerics.cache_tag(), captions])
             path = Path(cache_dir) / f"text-{sha256(key, length=20)}.pt"
             if path.is_file():
                 stored = torch.load(path, map_location="cpu", weights_only=True)
-                self.levels, self.mask, self.cls = stored["levels"], stored["mask"], stored["cls"]
+                self.levels, self.mask, self.offsets, self.cls = (stored[k] for k in ("levels", "mask", "offsets", "cls"))
                 return
-        levels, masks, cls = [], [], []
+        levels, masks, lengths, cls = [], [], [], []
+        order = sorted(range(len(captions)), key=lambda i: (len(captions[i]), i))  # batches of similar length pad little
         with torch.no_grad():
             for start in range(0, len(captions), batch):
-                out = encoder(captions[start : start + batch])
-                levels.append([level.float().cpu() for level in out.levels])
-                masks.append(out.mask.cpu())
+                out = encoder([captions[i] for i in order[start : start + batch]])
+                keep = out.mask.shape[1] - out.mask.flip(1).int().argmax(1)  # (B,) up to the last word
+                rows = torch.arange(out.mask.shape[1])[None, :] < keep[:, None]  # (B, N)
+                levels.append([level.float().cpu()[rows] for level in out.levels])  # (tokens, C) each
+                masks.append(out.mask.cpu()[rows])
+                lengths.append(keep)
                 cls.append(out.cls.float().cpu())
-        width = max(m.shape[1] for m in masks)
-        self.levels = [torch.cat([_pad_words(block[i], width) for block in levels]) for i in range(len(levels[0]))]
-        self.mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for m in masks])  # (Nt, N)
-        self.cls = torch.cat(cls)  # (Nt, C)
+        # back to caption order: caption order[j] was encoded j-th
+        length = torch.empty(len(captions), dtype=torch.long)
+        length[order] = torch.cat(lengths)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), length.cumsum(0)])  # (Nt + 1,)
+        encoded_first = torch.cat([torch.zeros(1, dtype=torch.long), torch.cat(lengths).cumsum(0)])[:-1]  # (Nt,)
+        start = torch.empty(len(captions), dtype=torch.long)
+        start[order] = encoded_first
+        rows = torch.cat([torch.arange(start[i], start[i] + length[i]) for i in range(len(captions))])
+        self.levels = [torch.cat([block[i] for block in levels])[rows] for i in range(len(levels[0]))]  # (tokens, C)
+        self.mask = torch.cat(masks)[rows]  # (tokens,) word tokens
+        self.cls = torch.cat(cls)[torch.argsort(torch.tensor(order))]  # (Nt, C)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save({"levels": self.levels, "mask": self.mask, "cls": self.cls}, path)
+            atomic_save({"levels": self.levels, "mask": self.mask, "offsets": self.offsets, "cls": self.cls}, path)
+
+    def __len__(self) -> int:
+        return len(self.cls)
 
     def __call__(self, index: torch.Tensor) -> TextOutput:
-        mask = self.mask[index]
-        used = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1  # trim trailing padding
+        index = torch.as_tensor(index, dtype=torch.long).cpu()
+        first, lengths = self.offsets[index], self.offsets[index + 1] - self.offsets[index]  # (B,)
+        positions = torch.arange(int(lengths.max()))  # (N,)
+        valid = positions[None, :] < lengths[:, None]  # (B, N)
+        rows = torch.where(valid, first[:, None] + positions[None, :], 0)  # (B, N) rows of the stored tokens
         return TextOutput(
-            levels=[level[index, :used].to(self.device) for level in self.levels],
-            mask=mask[:, :used].to(self.device),
+            levels=[torch.where(valid[..., None], level[rows], 0).to(self.device) for level in self.levels],
+            mask=(self.mask[rows] & valid).to(self.device),
             cls=self.cls[index].to(self.device),
         )
-
-
-def _pad_words(x: torch.Tensor, width: int) -> torch.Tensor:
-    """(B, N, C) -> (B, width, C), zero rows appended."""
-    return torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1]))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import platform
 import random
@@ -39,14 +40,16 @@ from thadcr.config import SPLITS, Config, save_config
 from thadcr.datasets import CaptionDataset, GlobalBatchSampler, LogMelCache, Split, data_loader
 from thadcr.distributed import Distributed
 from thadcr.errors import RunError
+from thadcr.audio_features import AudioFeatureCache
 from thadcr.evaluation import (
     EvalSet,
+    audio_feature_cache,
     encode_split,
     evaluate_split,
     factor_analysis,
     frames_per_clip,
     open_split,
-    score_all,
+    score_split,
 )
 from thadcr.files import atomic_save, atomic_write_bytes, atomic_write_json
 from thadcr.metrics import query_ranks, retrieval_metrics
@@ -74,14 +77,15 @@ def adam(params, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
-def train_step(model, world, optimizer, params, logmel, text, clip_ids, grad_clip, autocast=nullcontext()) -> dict:
+def train_step(model, world, optimizer, params, audio, text, clip_ids, grad_clip, autocast=nullcontext()) -> dict:
     """One optimisation step on this rank's share of a global batch (embeddings gathered from all ranks).
 
-    logmel (B / world, frames, mel) and text (captions or cached features) are this rank's rows;
+    audio (log-mels (B / world, frames, mel), or a frozen encoder's cached features) and text
+    (captions or cached features) are this rank's rows;
     clip_ids (B,) holds every rank's clip ids (captions of one clip are positives, Eq. 5).
     """
     with autocast:
-        audio_emb, text_emb = world.forward(model, logmel, text)
+        audio_emb, text_emb = world.forward(model, audio, text)
         audio_emb, text_emb = world.gather_embeddings(audio_emb), world.gather_embeddings(text_emb)
         losses = model.loss_from_embeddings(audio_emb, text_emb, clip_ids)
     optimizer.zero_grad(set_to_none=True)
@@ -106,9 +110,11 @@ class Session:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     text_caches: dict[str, TextFeatureCache]
+    audio_caches: dict[str, AudioFeatureCache]
     sampler: GlobalBatchSampler
     loader: torch.utils.data.DataLoader
     progress: str  # "bar", "lines" or "none" (see `train`)
+    test_split: str = "test"  # the split tested at the end ("val" for pilots that must not see the test set)
 
     @property
     def device(self) -> torch.device:
@@ -121,9 +127,10 @@ class Session:
         return nullcontext()
 
     def eval_set(self, split: str) -> EvalSet:
-        """Split `split` as evaluation reads it (its frozen-encoder features when cached)."""
+        """Split `split` as evaluation reads it (its frozen encoders' features when cached)."""
         return EvalSet(self.splits[split], self.cache, self.n_frames, self.device, self.config.eval_batch,
-                       self.text_caches.get(split), self.config.num_workers)
+                       self.text_caches.get(split), self.config.num_workers, self.audio_caches.get(split),
+                       self.config.eval_fold_clips)
 
     def evaluate(self, split: str) -> dict:
         return evaluate_split(self.model, self.eval_set(split))
@@ -141,7 +148,8 @@ def prepare(config: Config, out: Path, world: Distributed, progress: str) -> Ses
     n_frames = frames_per_clip(config, cache.logmel)
     spec_augment = (config.specaug_time_masks, config.specaug_time_width,
                     config.specaug_freq_masks, config.specaug_freq_width)
-    train_set = CaptionDataset(splits["train"], cache, n_frames, train=True, seed=config.seed, spec_augment=spec_augment)
+    train_set = CaptionDataset(splits["train"], cache, n_frames, train=True, seed=config.seed, spec_augment=spec_augment,
+                               with_audio=not config.audio_frozen)
     if len(train_set) < config.batch_size:
         raise RunError(f"{config.data_root}: {len(train_set)} training captions, fewer than batch_size={config.batch_size}")
     if config.batch_size % world.world:
@@ -151,6 +159,13 @@ def prepare(config: Config, out: Path, world: Distributed, progress: str) -> Ses
     if model.text_encoder.frozen:
         text_caches = {name: TextFeatureCache(model.text_encoder, split.captions, world.device, cache_dir=cache.folder)
                        for name, split in splits.items()}
+    audio_caches = {}
+    if model.audio_frozen:  # rank 0 computes a missing cache file, then the other ranks read it
+        for turn in (world.main, not world.main):
+            if turn:
+                audio_caches = {name: audio_feature_cache(model, config, split, cache, n_frames, progress == "bar")
+                                for name, split in splits.items()}
+            world.barrier()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adam(params, config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
@@ -160,7 +175,21 @@ def prepare(config: Config, out: Path, world: Distributed, progress: str) -> Ses
     world.wrap(model)  # DDP broadcasts rank 0's weights to every rank here
     seed_everything(world.rank_seed(config.seed))  # dropout and stochastic depth differ between ranks
     return Session(config, out, world, splits, cache, n_frames, model, params, optimizer, scheduler,
-                   text_caches, sampler, loader, progress)
+                   text_caches, audio_caches, sampler, loader, progress)
+
+
+def fill_feature_caches(config: Config, parts: tuple[str, ...] = ("text", "audio")) -> None:
+    """Compute the frozen encoders' features of every split of the config's data set into their
+    disk caches (``parts``: the text encoder's, the audio encoder's), as `prepare` would, so that
+    runs started side by side read them instead of each computing them (`thadcr.reproduce`)."""
+    numerics.apply(config.numerics)
+    model = build_model(config)
+    for name in SPLITS:
+        split, cache = open_split(config, name)
+        if "text" in parts and model.text_encoder.frozen:
+            TextFeatureCache(model.text_encoder, split.captions, torch.device("cpu"), cache_dir=cache.folder)
+        if "audio" in parts:
+            audio_feature_cache(model, config, split, cache, frames_per_clip(config, cache.logmel))
 
 
 def _prepare_out_dir(out: Path, resume: bool) -> None:
@@ -186,8 +215,8 @@ def initial_state(run: Session, resume: bool) -> tuple[dict, dict | None]:
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "elapsed": 0.0}
     if not run.model.uses_factors:
         return state, None
-    audio, text = run.encode("test")  # C of the untrained model, for the before/after figure
-    analysis = factor_analysis(run.model, audio, text, run.splits["test"].caption_audio)
+    audio, text = run.encode(run.test_split)  # C of the untrained model, for the before/after figure
+    analysis = factor_analysis(run.model, audio, text, run.splits[run.test_split].caption_audio)
     return state, {k: torch.as_tensor(v) for k, v in analysis.items()}
 
 
@@ -199,16 +228,16 @@ def train_epoch(run: Session, epoch: int) -> dict:
     run.sampler.set_epoch(epoch)
     sums = dict.fromkeys(LOSS_TERMS, 0.0)
     data_time, steps = 0.0, 0
-    cached = run.text_caches.get("train")
+    cached, cached_audio = run.text_caches.get("train"), run.audio_caches.get("train")
     bar = tqdm(total=len(run.sampler), desc=f"epoch {epoch}/{run.config.epochs}", disable=run.progress != "bar",
                leave=False)
     waiting = time.time()
     for batch in run.loader:
         text = cached(batch["caption_index"]) if cached else batch["captions"]
-        logmel = batch["logmel"].to(run.device, non_blocking=True)
+        audio = cached_audio(batch["clip_index"]) if cached_audio else batch["logmel"].to(run.device, non_blocking=True)
         clip_ids = run.world.gather(batch["clip_index"].to(run.device))
         data_time += time.time() - waiting
-        losses = train_step(run.model, run.world, run.optimizer, run.params, logmel, text, clip_ids,
+        losses = train_step(run.model, run.world, run.optimizer, run.params, audio, text, clip_ids,
                             run.config.grad_clip, run.autocast())
         for key in sums:
             sums[key] += float(losses[key].detach())
@@ -230,12 +259,13 @@ def end_epoch(run: Session, state: dict, row: dict, initial_factors: dict | None
     state["epoch"] = row["epoch"]
     if not run.world.main:
         return
-    val = run.evaluate("val")
+    validate = row["epoch"] % run.config.val_every == 0 or row["epoch"] == run.config.epochs
+    val = run.evaluate("val") if validate else dict.fromkeys(VAL_KEYS, math.nan)
     row.update({f"val_{k}": val[k] for k in VAL_KEYS})
     row["seconds"] = time.time() - started
     score = sum(val[k] for k in SELECTION_KEYS)
     state["history"].append(row)
-    if score > state["best_score"] or run.config.model_selection == "last":
+    if validate and (score > state["best_score"] or run.config.model_selection == "last"):
         state["best_score"], state["best_epoch"] = score, row["epoch"]
         weights = {"model": saved_state(run.model), "epoch": row["epoch"], "config": run.config.to_dict()}
         atomic_save(weights, run.out / "best.pt")
@@ -245,9 +275,9 @@ def end_epoch(run: Session, state: dict, row: dict, initial_factors: dict | None
                  "initial_factors": initial_factors}, run.out / "last.pt")
     _write_log(run.out / "log.csv", state["history"])
     if run.progress != "none":
-        tqdm.write(f"epoch {row['epoch']}/{run.config.epochs}: loss {row['loss']:.4f}  val t2a R@1/5/10 "
-                   f"{row['val_t2a_R1']:.1f}/{row['val_t2a_R5']:.1f}/{row['val_t2a_R10']:.1f}  "
-                   f"{row['seconds']:.0f} s")
+        checked = (f"val t2a R@1/5/10 {row['val_t2a_R1']:.1f}/{row['val_t2a_R5']:.1f}/{row['val_t2a_R10']:.1f}"
+                   if validate else f"not validated (val_every={run.config.val_every})")
+        tqdm.write(f"epoch {row['epoch']}/{run.config.epochs}: loss {row['loss']:.4f}  {checked}  {row['seconds']:.0f} s")
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
@@ -272,9 +302,9 @@ def evaluate_tested_epoch(run: Session, initial_factors: dict | None) -> dict:
     with factors, C and the CA confidences before and after training (factors.npz)."""
     best = torch.load(run.out / "best.pt", map_location="cpu", weights_only=True)
     load_saved_state(run.model, best["model"], run.out / "best.pt")
-    audio, text = run.encode("test")
-    caption_audio = run.splits["test"].caption_audio
-    sim = score_all(run.model, audio, text)  # (Na, Nt)
+    audio, text = run.encode(run.test_split)
+    caption_audio = run.splits[run.test_split].caption_audio
+    sim = score_split(run.model, audio, text, run.eval_set(run.test_split))  # (Na, Nt), -inf across folds
     _write_npz(run.out / "test_ranks.npz", {**query_ranks(sim, caption_audio),
                                             "caption_audio": np.asarray(caption_audio, np.int64)})
     if run.model.uses_factors:
@@ -290,6 +320,7 @@ def run_record(run: Session, state: dict, test: dict, started: float, code: dict
     device = run.device
     return {
         "test": test,
+        "tested_on": run.test_split,
         "best_epoch": state["best_epoch"],
         "val_best": state["best_score"],
         "config": run.config.to_dict(),
@@ -309,9 +340,13 @@ def run_record(run: Session, state: dict, test: dict, started: float, code: dict
     }
 
 
-def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool | str = True) -> dict:
+def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool | str = True,
+          test_split: str = "test") -> dict:
     """Train one run, select the epoch to test (``config.model_selection``), test it; returns the
     metrics dict (empty on ranks other than 0).
+
+    test_split: the split tested at the end and written to test_ranks.npz and metrics.json's
+    ``test`` ("val" for pilot runs that choose settings without looking at the test set).
 
     progress: "bar" (True) a progress bar per epoch and a line after it; "lines" only the line
     after each epoch (papermill runs: a notebook keeps every bar update); "none" (False) silence.
@@ -319,6 +354,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     progress = {True: "bar", False: "none"}.get(progress, progress)
     if progress not in ("bar", "lines", "none"):
         raise ValueError(f"progress={progress!r} is not one of True, False, 'bar', 'lines', 'none'")
+    if test_split not in SPLITS:
+        raise ValueError(f"test_split={test_split!r} is not one of {', '.join(SPLITS)}")
     numerics.apply(config.numerics)  # before this process computes anything (thadcr.numerics)
     started, code = time.time(), code_state()
     out = Path(out_dir)
@@ -328,6 +365,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             _prepare_out_dir(out, resume)
         world.barrier()
         run = prepare(config, out, world, progress if world.main else "none")
+        run.test_split = test_split
         state, initial_factors = initial_state(run, resume)
         if world.main:
             save_config(config, out / "config.json")

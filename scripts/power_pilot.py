@@ -1,0 +1,162 @@
+"""Pilot runs of the tiny plan, on the validation folds only (issue 16's power analysis).
+
+Stage ``schedule``: DP, DCR and THA+DCR (AudioCaps-like) trained for each candidate number of
+epochs (the learning rate x0.1 after three quarters of them), seeds 0 and 1 (THA+DCR seed 0):
+the validation R-sum chooses the schedule. Stage ``variance``: the settings of four kinds of claim
+(DCR vs DP, DP vs DP (ResNet38), THA+DCR vs DCR, DCR K=8 vs K=6) with the chosen schedule, seeds
+0..S-1; for each pair, `thadcr.power.variance_parts` and the half-width predicted for plans of 2-12
+seeds on the 2,000 test clips, with the measured minutes per run.
+
+Every run tests its validation split (`thadcr.train.train(..., test_split="val")`), never the
+test split. Runs go to results/tiny/pilot/runs/<name>/ (their checkpoints removed once finished;
+finished runs are kept and skipped when the script runs again), the figures to
+results/tiny/pilot/<stage>.json.
+
+    .venv/bin/python scripts/power_pilot.py schedule --epochs 4 8 12
+    .venv/bin/python scripts/power_pilot.py variance --epochs 8 --seeds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PILOT = ROOT / "results" / "tiny" / "pilot"
+TEST_CLIPS = 2000  # the embedded test splits: 10 folds of 200 clips
+RESAMPLES = 2000
+
+# name -> (dataset, config changes)
+SETTINGS = {
+    "DP": ("audiocaps", {"variant": "DP"}),
+    "DCR": ("audiocaps", {"variant": "DCR"}),
+    "THA+DCR": ("audiocaps", {"variant": "THA+DCR"}),
+    "DP-resnet38": ("audiocaps", {"variant": "DP", "audio_encoder": "resnet38"}),
+    "DCR-K6": ("audiocaps", {"variant": "DCR", "n_factors": 6}),
+}
+PAIRS = [("DCR", "DP"), ("DP", "DP-resnet38"), ("THA+DCR", "DCR"), ("DCR", "DCR-K6")]
+THA_SEEDS = 2  # THA scores 200 x 1,000 pairs per fold in about 20-30 s: its pilot runs 2 seeds
+
+
+def seeds_of(name: str, seeds: int) -> int:
+    return min(seeds, THA_SEEDS) if SETTINGS[name][1]["variant"].startswith("THA") else seeds
+
+
+def config_of(name: str, epochs: int, seed: int):
+    from thadcr.reproduce import config_for
+
+    dataset, changes = SETTINGS[name]
+    schedule = {"epochs": epochs, "lr_step": max(1, (3 * epochs) // 4), "seed": seed}
+    return config_for("tiny", dataset, {**changes, **schedule})
+
+
+def run_one(name: str, epochs: int, seed: int) -> str:
+    """Train one pilot run (validation as its test split); returns its folder."""
+    from thadcr.train import train
+
+    out = PILOT / "runs" / f"{name}-e{epochs}-s{seed}"
+    if not (out / "metrics.json").is_file():
+        train(config_of(name, epochs, seed), out, resume=(out / "last.pt").is_file(), progress="none",
+              test_split="val")
+    for checkpoint in out.glob("*.pt"):
+        checkpoint.unlink()
+    return str(out)
+
+
+def run_all(jobs: list[tuple[str, int, int]], workers: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(run_one, *job): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            print("done", future.result(), flush=True)
+
+
+def read(name: str, epochs: int, seed: int) -> tuple[dict, dict]:
+    out = PILOT / "runs" / f"{name}-e{epochs}-s{seed}"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tested_on"] == "val", out
+    with np.load(out / "test_ranks.npz") as npz:
+        ranks = {key: npz[key] for key in ("t2a", "a2t", "caption_audio")}
+    return metrics, ranks
+
+
+def write(path: Path, payload: dict) -> None:
+    from thadcr.files import atomic_write_json
+
+    atomic_write_json(path, payload)
+    print(json.dumps(payload, indent=1))
+
+
+def schedule(epochs: list[int], workers: int) -> None:
+    from thadcr.claims import rsum
+
+    jobs = [(name, e, seed) for e in epochs for name, seeds in (("DP", 2), ("DCR", 2), ("THA+DCR", 1))
+            for seed in range(seeds)]
+    run_all(jobs, workers)
+    rows = []
+    for name, e, seed in jobs:
+        metrics, ranks = read(name, e, seed)
+        rows.append({"setting": name, "epochs": e, "seed": seed, "val_rsum": float(rsum(ranks)),
+                     "minutes": metrics["wall_time_s"] / 60})
+    write(PILOT / "schedule.json", {"what": "validation R-sum of the pilot runs by schedule", "runs": rows})
+
+
+def variance(epochs: int, seeds: int, workers: int) -> None:
+    from thadcr.claims import bootstrap_weights, rsum
+    from thadcr.power import half_width, variance_parts
+
+    run_all([(name, epochs, seed) for name in SETTINGS for seed in range(seeds_of(name, seeds))], workers)
+    observed, replicates, minutes = {}, {}, {}
+    weights = None
+    for name in SETTINGS:
+        for seed in range(seeds_of(name, seeds)):
+            metrics, ranks = read(name, epochs, seed)
+            if weights is None:
+                clips = int(ranks["caption_audio"].max()) + 1
+                weights = bootstrap_weights(clips, RESAMPLES, np.random.default_rng(0))
+            observed[name, seed] = float(rsum(ranks))
+            replicates[name, seed] = rsum(ranks, weights)
+            minutes.setdefault(name, []).append(metrics["wall_time_s"] / 60)
+    pairs = []
+    for better, worse in PAIRS:
+        paired = range(min(seeds_of(better, seeds), seeds_of(worse, seeds)))
+        d = np.array([observed[better, s] - observed[worse, s] for s in paired])
+        d_boot = np.stack([replicates[better, s] - replicates[worse, s] for s in paired])
+        parts = variance_parts(d, d_boot, clips)
+        pairs.append({
+            "better": better, "worse": worse, "pilot_effect": parts.effect, "pilot_seeds": len(paired),
+            "pilot_clips": clips, "sigma_a2": parts.test, "sigma_u2": parts.seed, "sigma_v2": parts.interaction,
+            "predicted_half_width": {s: half_width(parts, s, TEST_CLIPS) for s in (2, 3, 4, 6, 8, 10, 12)},
+        })
+    write(PILOT / "variance.json", {
+        "what": f"variance parts of paired R-sum differences from {seeds} pilot seeds on the validation folds, "
+                f"and the 95 % half-width they predict on the {TEST_CLIPS} test clips",
+        "epochs": epochs, "pairs": pairs,
+        "minutes_per_run": {name: float(np.mean(m)) for name, m in minutes.items()},
+    })
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("schedule", "variance"))
+    parser.add_argument("--epochs", type=int, nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.stage == "schedule":
+        schedule(args.epochs, args.jobs)
+    else:
+        variance(args.epochs[0], args.seeds, args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
