@@ -130,8 +130,10 @@ else:
 # %% [markdown]
 # ## Training curves of the variants (Table 1, every seed)
 #
-# The training loss $\mathcal{L}$ and the validation R-sum (the six validation recalls
-# added) after each epoch, from the `log.csv` of every Table 1 run: one panel per method, the
+# The training loss $\mathcal{L}$ after each epoch and the validation R-sum (the six validation
+# recalls added) after the epochs that were validated (the tiny profile validates only its last,
+# `val_every: 8`: there the R-sum is one point per run), from the `log.csv` of every Table 1 run
+# (THA rows: seed 0 only): one panel per method, the
 # panels of one quantity on one y scale, so that a curve can be compared with its
 # neighbours'. Thin grey lines are single seeds, the thick blue line their mean. For DCR and
 # THA+DCR, $\mathcal{L}$ includes $\alpha \mathcal{L}_D + \beta \mathcal{L}_A$ beside the

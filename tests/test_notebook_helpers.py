@@ -48,12 +48,14 @@ def test_training_logs_read_every_seed_and_name_the_missing(two_methods: Path) -
     assert list(dict.fromkeys(curves["method"])) == ["DP (HTSAT)", "THA"]
     assert sorted(curves.groupby("method")["seed"].unique()["DP (HTSAT)"]) == [0, 1]
     assert curves["rsum"].tolist() == pytest.approx([60.0, 90.0, 80.0, 75.0, 70.0, 100.0])
-    # 6 methods x 2 seeds, 3 logs there: 9 notes, each the page's usual "missing" message
-    assert len(notes) == 9
+    # the tiny plan with 2 seeds: 3 methods x 2 seeds and the 3 THA methods x 1 (THA rows run one
+    # seed), 3 logs there: 6 notes, each the page's usual "missing" message
+    assert len(notes) == 6
     texts = [note.data for note in notes]
     assert all("is missing" in t and "`thadcr reproduce --profile tiny`" in t for t in texts)
-    assert any(table1_run_id("THA", seed=1) in t for t in texts)
-    assert not any(table1_run_id("THA", seed=0) in t for t in texts)
+    assert any(table1_run_id("DCR", seed=1) in t for t in texts)
+    assert not any(table1_run_id("THA", seed=0) in t for t in texts)  # there
+    assert not any(table1_run_id("THA", seed=1) in t for t in texts)  # not planned
 
 
 def test_training_curves_sentence_names_the_files_numbers(two_methods: Path) -> None:
@@ -150,8 +152,8 @@ def test_show_training_curves_shows_the_missing_notes_only_without_logs(
     monkeypatch.setattr(IPython.display, "display", shown.append)
     show_training_curves(two_methods, "tiny", seeds=2)
     kinds = [type(item).__name__ for item in shown]
-    assert kinds == ["Markdown"] * 9 + ["Figure", "Markdown"]
-    assert isinstance(shown[9], Figure) and "holds 2 epochs" in shown[10].data
+    assert kinds == ["Markdown"] * 6 + ["Figure", "Markdown"]  # 6 missing logs (the tiny plan, 2 seeds)
+    assert isinstance(shown[6], Figure) and "holds 2 epochs" in shown[7].data
 
     shown.clear()
     show_training_curves(tmp_path / "empty", "paper", seeds=1)

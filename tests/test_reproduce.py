@@ -49,6 +49,7 @@ _TINY_SETTINGS = (
 TINY_IDS = ([f"{setting}-s{s}" for setting in _TINY_SETTINGS for s in range(8)]
             + [f"{d}-{v}-htsat-{_D}-s0" for d in ("audiocaps", "clotho") for v in ("THA", "THA+DP", "THA+DCR")])
 ALL_METRICS = rp.METRICS + rp.EXTRA_METRICS
+SEEDS = {"seeds": 3, "tha_seeds": 3}  # a smaller tiny plan for the synthetic results: 19 settings x 3 seeds
 
 
 # ----------------------------------------------------------------------------- plan
@@ -172,8 +173,8 @@ def write_fake_run(root: Path, run: rp.Run, wall: float = 100.0, name: str | Non
 
 @pytest.fixture
 def rendered(tmp_path):
-    """Synthetic results for the tiny plan with two runs missing, rendered."""
-    runs = rp.plan("tiny")
+    """Synthetic results for the tiny plan over 3 seeds with two runs missing, rendered."""
+    runs = rp.plan("tiny", **SEEDS)
     missing = {"audiocaps-THA-htsat-K8-a0.01-b0.005-s2", "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0"}
     for i, run in enumerate(runs):
         if run.run_id not in missing:
@@ -182,7 +183,7 @@ def rendered(tmp_path):
     executions.mkdir(parents=True)
     for i, elapsed in enumerate((1234.5, 10.0)):
         (executions / f"x{i}.json").write_text(json.dumps({"elapsed_s": elapsed, "shard": "0/1", "jobs": 1}))
-    summary = rp.render("tiny", tmp_path)
+    summary = rp.render("tiny", tmp_path, **SEEDS)
     return tmp_path, runs, missing, summary
 
 
@@ -226,10 +227,11 @@ def test_render_shares_seeds_across_tables_and_lists_missing_runs(rendered):
     t1 = pd.read_csv(results / "tiny" / "tables" / "table1.csv", keep_default_na=False, na_values=[""])
     tha = t1[(t1.method == "THA") & (t1.metric == "a2t_R5")].iloc[0]
     assert tha.n_runs == 2 and tha.missing == "audiocaps-THA-htsat-K8-a0.01-b0.005-s2"
-    assert summary["runs"] == {"planned": 31, "complete": 29, "missing": sorted(missing, key=EXPECTED_IDS.index)}
+    order = [r.run_id for r in rp.plan("tiny", **SEEDS)]
+    assert summary["runs"] == {"planned": 57, "complete": 55, "missing": sorted(missing, key=order.index)}
     on_disk = json.loads((results / "tiny" / "summary.json").read_text())
-    assert on_disk["runs"]["complete"] == 29 and on_disk["profile"] == "tiny"
-    walls = [100.0 + i for i, r in enumerate(rp.plan("tiny")) if r.run_id not in missing]
+    assert on_disk["runs"]["complete"] == 55 and on_disk["profile"] == "tiny"
+    walls = [100.0 + i for i, r in enumerate(rp.plan("tiny", **SEEDS)) if r.run_id not in missing]
     assert on_disk["wall_time_s"]["sum_of_runs"] == pytest.approx(sum(walls))
     assert on_disk["wall_time_s"]["execute_elapsed"] == pytest.approx(1244.5)
     assert on_disk["machine"]["cpu_count"] >= 1 and on_disk["machine"]["run_devices"] == ["cpu"]
@@ -317,7 +319,7 @@ class StubExecutor:
 
 
 def test_execute_runs_skips_resumes_and_never_overwrites(tmp_path):
-    runs = rp.plan("tiny", tables=(4,))  # 3 runs
+    runs = rp.plan("tiny", tables=(4,), seeds=1)  # 3 runs
     root = rp.runs_dir(tmp_path, "tiny")
     finished, interrupted, fresh = runs
     write_fake_run(root, finished)
@@ -341,7 +343,7 @@ def test_execute_runs_skips_resumes_and_never_overwrites(tmp_path):
 
 
 def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
-    runs = rp.plan("tiny", tables=(4,))  # 3 runs
+    runs = rp.plan("tiny", tables=(4,), seeds=1)  # 3 runs
     root = rp.runs_dir(tmp_path, "tiny")
     old, current, missing = runs
     folder = write_fake_run(root, old)
@@ -384,16 +386,17 @@ def test_a_reproduce_with_every_run_complete_changes_nothing_on_disk(rendered, m
     for run in runs:
         if run.run_id in missing:
             write_fake_run(root, run)
-    rp.render("tiny", results)  # the committed state: every run finished, tables rendered from them
+    rp.render("tiny", results, **SEEDS)  # the committed state: every run finished, tables rendered from them
     stub = StubExecutor()
     monkeypatch.setattr(rp, "papermill_executor", stub)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # --jobs 2 would set it for this process otherwise
-    command = ["reproduce", "--profile", "tiny", "--jobs", "2", "--results", str(results)]
+    command = ["reproduce", "--profile", "tiny", "--jobs", "2", "--results", str(results), "--seeds", "3", "--tha-seeds", "3"]
     before = disk_state(results)
     assert main(command) == 0
-    assert stub.calls == [] and "0 run(s) done, 31 already complete, 0 failed" in capsys.readouterr().out
+    assert stub.calls == [] and "0 run(s) done, 57 already complete, 0 failed" in capsys.readouterr().out
     assert disk_state(results) == before  # no new execution record, no table or summary.json rewritten
-    assert main(["reproduce", "--profile", "tiny", "--results", str(results), "--render-only"]) == 0
+    assert main(["reproduce", "--profile", "tiny", "--results", str(results), "--render-only", "--seeds", "3",
+                 "--tha-seeds", "3"]) == 0
     assert disk_state(results) == before
     # a changed run still reaches its table and the summary (with a new time stamp)
     changed = root / runs[0].run_id / "metrics.json"
@@ -416,13 +419,13 @@ def test_gpu_variant_reads_the_variant_table():
 
 
 def test_plan_overrides_reach_every_run_and_refuse_plan_keys():
-    runs = rp.plan("tiny", tables=(4,), overrides={"epochs": 6, "specaug_time_masks": 2})
+    runs = rp.plan("tiny", tables=(4,), seeds=1, overrides={"epochs": 6, "specaug_time_masks": 2})
     for run in runs:
         assert run.parameters(Path("x"), False)["overrides"] == {
             "audio_encoder": "htsat", "epochs": 6, "specaug_time_masks": 2}  # fmt: skip
         config = run.config()
         assert (config.epochs, config.specaug_time_masks, config.n_factors) == (6, 2, run.n_factors)
-    assert [r.run_id for r in runs] == [r.run_id for r in rp.plan("tiny", tables=(4,))]  # same ids
+    assert [r.run_id for r in runs] == [r.run_id for r in rp.plan("tiny", tables=(4,), seeds=1)]  # same ids
     with pytest.raises(rp.ReproduceError, match="the plan sets variant"):
         rp.plan("tiny", overrides={"variant": "DP"})
     with pytest.raises(rp.ReproduceError, match="unknown key.*nonsense.*Valid keys"):
@@ -441,7 +444,7 @@ def test_reproduce_command_set_option(tmp_path, capsys):
 
 
 def test_execute_reports_failures_and_goes_on(tmp_path, capsys):
-    runs = rp.plan("tiny", tables=(5,))  # 5 runs
+    runs = rp.plan("tiny", tables=(5,), seeds=1)  # 5 runs
     broken, silent = runs[1].run_id, runs[3].run_id
     stub = StubExecutor(fail={broken}, no_metrics={silent})
     record = rp.execute(runs, tmp_path, jobs=2, executor=stub, progress=False)
@@ -468,7 +471,7 @@ def test_execute_survives_an_executor_crash(tmp_path):
     def crash(notebook, output, parameters, log):
         raise OSError("kernel died")
 
-    record = rp.execute(rp.plan("tiny", tables=(4,)), tmp_path, executor=crash, progress=False)
+    record = rp.execute(rp.plan("tiny", tables=(4,), seeds=1), tmp_path, executor=crash, progress=False)
     assert len(record["failed"]) == 3 and all("kernel died" in m for m in record["failed"].values())
 
 
@@ -476,18 +479,18 @@ def test_execute_refuses_bad_arguments(tmp_path):
     with pytest.raises(rp.ReproduceError, match="no runs"):
         rp.execute([], tmp_path, executor=StubExecutor())
     with pytest.raises(rp.ReproduceError, match="jobs"):
-        rp.execute(rp.plan("tiny", tables=(4,)), tmp_path, jobs=0, executor=StubExecutor())
+        rp.execute(rp.plan("tiny", tables=(4,), seeds=1), tmp_path, jobs=0, executor=StubExecutor())
     with pytest.raises(rp.ReproduceError, match="one profile"):
-        rp.execute(rp.plan("tiny", tables=(4,)) + rp.plan("paper", tables=(4,)), tmp_path, executor=StubExecutor())
+        rp.execute(rp.plan("tiny", tables=(4,), seeds=1) + rp.plan("paper", tables=(4,)), tmp_path, executor=StubExecutor())
 
 
 def test_command_line_returns_nonzero_after_a_failure(tmp_path, monkeypatch):
-    runs = rp.plan("tiny", tables=(4,))
+    runs = rp.plan("tiny", tables=(4,), seeds=1)
     stub = StubExecutor(fail={runs[0].run_id})
     monkeypatch.setattr(rp, "papermill_executor", stub)
     parser = argparse.ArgumentParser()
     rp.add_arguments(parser)
-    args = parser.parse_args(["--profile", "tiny", "--tables", "4", "--results", str(tmp_path)])
+    args = parser.parse_args(["--profile", "tiny", "--tables", "4", "--seeds", "1", "--results", str(tmp_path)])
     # the stub's metrics.json lack the fields render needs beyond "test": render still works
     assert rp.run_from_args(args) == 1
     assert len(stub.calls) == 3 and (tmp_path / "tiny" / "tables" / "table4.csv").is_file()
@@ -525,9 +528,9 @@ def test_papermill_passes_the_parameters_to_a_stub_notebook(tmp_path, monkeypatc
     stub.write_text(STUB_TRAIN_NOTEBOOK)
     monkeypatch.setattr(rp, "TRAIN_NOTEBOOK", stub)
     monkeypatch.chdir(tmp_path)
-    run = next(r for r in rp.plan("tiny", tables=(4,)) if r.n_factors == 10)
+    run = next(r for r in rp.plan("tiny", tables=(4,), seeds=1) if r.n_factors == 10)
     (rp.runs_dir(tmp_path / "results", "tiny") / run.run_id).mkdir(parents=True)  # an interrupted run
-    record = rp.execute([run], tmp_path / "results", progress=False)
+    record = rp.execute([run], tmp_path / "results", progress=False, fill=False)  # a stub needs no features
     assert record["done"] == [run.run_id], record["failed"]
     folder = rp.runs_dir(tmp_path / "results", "tiny") / run.run_id
     seen = json.loads((folder / "metrics.json").read_text())["seen"]
@@ -620,7 +623,8 @@ def test_figures_notebook_on_synthetic_and_on_missing_results(rendered, monkeypa
     exec(compile(notebook_code("figures.py", {"results_dir": str(results / "none")}), "figures.py", "exec"), empty)
     named = [str(text) for text in shown if "is missing" in str(text)]
     assert empty["factors"] is None and sum("claims.csv" in text for text in named) == 2  # forest plot, changes
-    assert sum("log.csv" in text for text in named) == 18 and sum("factors.npz" in text for text in named) == 2
+    # Table 1's logs of the default plan: 8 seeds of the 3 rows without THA, 1 of the 3 THA rows
+    assert sum("log.csv" in text for text in named) == 27 and sum("factors.npz" in text for text in named) == 2
     assert plt.get_fignums() == []
 
 
@@ -637,8 +641,8 @@ def test_tables_notebook_executes_with_papermill(rendered):
                                kernel_name="python3", progress_bar=False, cwd=str(results))  # fmt: skip
     text = output.read_text()
     assert "Table 5: Effect of the trade-off" in text and "41.1 ± 0.6" in text
-    assert "29 of 31 complete" in text and "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0" in text
-    assert "runs at least 3 times chance in both directions" in text and "of 29**" in text
+    assert "55 of 57 complete" in text and "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0" in text
+    assert "runs at least 3 times chance in both directions" in text and "of 55**" in text
 
 
 def test_render_writes_the_claims_table(rendered):

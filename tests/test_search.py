@@ -42,9 +42,9 @@ def encoder_calls(monkeypatch):
     calls = []
     encode = RetrievalModel.encode_audio
 
-    def counted(self, logmel):
-        calls.append(len(logmel))
-        return encode(self, logmel)
+    def counted(self, audio):  # log-mels, or a frozen encoder's cached features
+        calls.append(len(audio) if isinstance(audio, torch.Tensor) else len(audio.pooled))
+        return encode(self, audio)
 
     monkeypatch.setattr(RetrievalModel, "encode_audio", counted)
     return calls

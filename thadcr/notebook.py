@@ -749,20 +749,23 @@ TRAINING_CURVES = {"loss": ("training loss L", 2),
 
 def training_logs(root: Path, profile: str, seeds: int | None = None):
     """The ``log.csv`` of every Table 1 run under ``root/runs`` (AudioCaps, each method
-    with its default settings, seeds 0..seeds-1, by `table1_run_id`) as one frame with
+    with its default settings, the seeds the profile's plan runs it with (``seeds``:
+    `thadcr.reproduce.plan`'s), by `table1_run_id`) as one frame with
     the columns ``method`` (Table 1's row label), ``seed`` and ``rsum`` (the six
     validation recalls added; NaN where the log has no recalls), and a `missing_file`
     note for each log that is not there. Returns (frame, notes); the frame is None when
     no log is there."""
     import pandas as pd
 
-    from thadcr.reproduce import DEFAULT_SEEDS, METRICS, TABLE_ROWS
+    from thadcr.reproduce import METRICS, TABLE_ROWS, plan
 
-    seeds = DEFAULT_SEEDS[profile] if seeds is None else seeds
+    planned = {run.run_id for run in plan(profile, (1,), seeds)}
     recalls = [f"val_{metric}" for metric in METRICS]
     frames, notes = [], []
     for method, _ in TABLE_ROWS[1]:
-        for seed in range(seeds):
+        for seed in range(len(planned)):
+            if table1_run_id(method, seed=seed) not in planned:  # the plan's seeds of this method only
+                continue
             path = root / "runs" / table1_run_id(method, seed=seed) / "log.csv"
             if not path.is_file():
                 notes.append(missing_file(path, profile))

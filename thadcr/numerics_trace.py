@@ -1,7 +1,8 @@
 """Where do two machines' numbers part? Fingerprints of a run's first steps, op by op.
 
 `trace(run_dir, out)` re-trains a finished run (its `metrics.json` config) for a few optimiser
-steps with a fresh log-mel and text cache and writes one JSON line per event: a header (CPU,
+steps with fresh log-mel and feature caches (the training split's: the trace stops before any
+evaluation) and writes one JSON line per event: a header (CPU,
 versions, numerics), every module call (sha256 prefixes of its first input and its output), every
 gradient before each optimiser step, every parameter after it, and last the calls of torch
 operations whose CPU code MKL picks by the processor's vendor (`vendor_dispatched_calls`; empty in

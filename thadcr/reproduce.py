@@ -415,9 +415,12 @@ def execute(
     shard: str | None = None,
     executor: Executor | None = None,
     progress: bool = True,
+    fill: bool | None = None,
 ) -> dict[str, Any]:
     """Execute this shard's runs into results/<profile>/runs/<run-id>/ (run.ipynb, metrics.json).
 
+    With the papermill executor (or ``fill=True``) the frozen encoders' feature caches are filled
+    first (`fill_caches`), so that runs side by side do not each compute them.
     Completed runs are skipped; a run folder without metrics.json is resumed (resume=True).
     Failures are collected and the plan goes on. Returns an execution record (elapsed wall time)
     and, when it ran any run, writes it to results/<profile>/executions/; a call with every run
@@ -450,7 +453,7 @@ def execute(
             raise ReproduceError(f"{TRAIN_NOTEBOOK} is missing: run from a source checkout of thadcr")
         import jupytext
 
-        if executor is None:
+        if executor is None if fill is None else fill:
             fill_caches(todo, jobs, progress)
         with tempfile.TemporaryDirectory() as tmp:
             notebook = Path(tmp) / "train.ipynb"
@@ -597,8 +600,9 @@ def learning_frame(metrics: dict[str, dict]) -> pd.DataFrame:
     """Each finished run's test R-sum (the six recalls added) and R@10 against a random ranking's,
     both directions (tables/learning.csv).
 
-    Chance is ``thadcr.metrics.chance_recall`` on the run's test split: 1 correct clip among the
-    clips (text-to-audio), captions / clips correct captions among the captions (audio-to-text).
+    Chance is ``thadcr.metrics.chance_recall`` on one gallery of the run's test split (the whole
+    split, or a fold of ``eval_fold_clips`` clips): 1 correct clip among the gallery's clips
+    (text-to-audio), captions / clips correct captions among its captions (audio-to-text).
     A metrics.json without the split sizes (``data.test``) keeps its row with NaN chance.
     """
     rows = []
@@ -606,7 +610,10 @@ def learning_frame(metrics: dict[str, dict]) -> pd.DataFrame:
         data = run.get("data", {}).get("test", {})
         if {"clips", "captions"} <= set(data):
             clips, captions = data["clips"], data["captions"]
-            chance = {"t2a": chance_recall(clips, 1, 10), "a2t": chance_recall(captions, round(captions / clips), 10)}
+            fold = run.get("config", {}).get("eval_fold_clips", 0)
+            gallery = fold if 0 < fold < clips else clips
+            per_clip = round(captions / clips)
+            chance = {"t2a": chance_recall(gallery, 1, 10), "a2t": chance_recall(gallery * per_clip, per_clip, 10)}
         else:
             chance = {"t2a": math.nan, "a2t": math.nan}
         row: dict[str, Any] = {"run": run_id, "rsum": sum(run["test"][metric] for metric in METRICS)}

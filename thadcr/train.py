@@ -109,7 +109,7 @@ class Session:
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    text_caches: dict[str, TextFeatureCache]
+    text_caches: dict[str, TextFeatureCache]  # the frozen encoders' features, filled split by split as needed
     audio_caches: dict[str, AudioFeatureCache]
     sampler: GlobalBatchSampler
     loader: torch.utils.data.DataLoader
@@ -126,11 +126,23 @@ class Session:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return nullcontext()
 
+    def features(self, split: str) -> tuple[TextFeatureCache | None, AudioFeatureCache | None]:
+        """The frozen encoders' cached features of `split` (None for an encoder that trains), read or
+        computed on first use: a run that stops before validating (a trace) computes only the
+        training split's."""
+        if self.model.text_encoder.frozen and split not in self.text_caches:
+            self.text_caches[split] = TextFeatureCache(self.model.text_encoder, self.splits[split].captions, self.device,
+                                                       cache_dir=self.cache.folder)
+        if self.model.audio_frozen and split not in self.audio_caches:
+            self.audio_caches[split] = audio_feature_cache(self.model, self.config, self.splits[split], self.cache,
+                                                           self.n_frames, self.progress == "bar")
+        return self.text_caches.get(split), self.audio_caches.get(split)
+
     def eval_set(self, split: str) -> EvalSet:
         """Split `split` as evaluation reads it (its frozen encoders' features when cached)."""
+        text, audio = self.features(split)
         return EvalSet(self.splits[split], self.cache, self.n_frames, self.device, self.config.eval_batch,
-                       self.text_caches.get(split), self.config.num_workers, self.audio_caches.get(split),
-                       self.config.eval_fold_clips)
+                       text, self.config.num_workers, audio, self.config.eval_fold_clips)
 
     def evaluate(self, split: str) -> dict:
         return evaluate_split(self.model, self.eval_set(split))
@@ -155,16 +167,15 @@ def prepare(config: Config, out: Path, world: Distributed, progress: str) -> Ses
     if config.batch_size % world.world:
         raise RunError(f"batch_size={config.batch_size} is not divisible by the {world.world} processes")
     model = build_model(config).to(world.device)
-    text_caches = {}
+    text_caches, audio_caches = {}, {}  # the training split's now, the others' when evaluation needs them
     if model.text_encoder.frozen:
-        text_caches = {name: TextFeatureCache(model.text_encoder, split.captions, world.device, cache_dir=cache.folder)
-                       for name, split in splits.items()}
-    audio_caches = {}
+        text_caches["train"] = TextFeatureCache(model.text_encoder, splits["train"].captions, world.device,
+                                                cache_dir=cache.folder)
     if model.audio_frozen:  # rank 0 computes a missing cache file, then the other ranks read it
         for turn in (world.main, not world.main):
             if turn:
-                audio_caches = {name: audio_feature_cache(model, config, split, cache, n_frames, progress == "bar")
-                                for name, split in splits.items()}
+                audio_caches["train"] = audio_feature_cache(model, config, splits["train"], cache, n_frames,
+                                                            progress == "bar")
             world.barrier()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adam(params, config.lr)
