@@ -13,7 +13,7 @@ from thadcr.audio_features import AudioFeatureCache
 from thadcr.config import make_config
 from thadcr.datasets import ClipDataset, collate
 from thadcr.errors import UsageError
-from thadcr.evaluation import EvalSet, encode_split, fold_ranges, open_split, score_all, score_split
+from thadcr.evaluation import EvalSet, encode_split, fold_ranges, score_all, score_split
 from thadcr.metrics import retrieval_metrics
 from thadcr.model import build_model
 from thadcr.text import TextEncoder, TextFeatureCache
@@ -137,6 +137,13 @@ def test_fold_scores_rank_every_query_in_its_own_fold(frozen):
     literal = _fold_metrics_literal(whole.numpy(), owner, 4)
     for key in ("t2a_R1", "t2a_R5", "t2a_R10", "t2a_mAP10", "a2t_R1", "a2t_R5", "a2t_R10", "a2t_mAP10", "t2a_meanr"):
         assert pooled[key] == pytest.approx(literal[key], abs=1e-9), key
+    broken = folded.clone()
+    broken[owner[0], 0] = -math.inf  # a caption's own clip outside its gallery is refused, not ranked last
+    with pytest.raises(ValueError, match="caption 0's own clip scores -inf"):
+        retrieval_metrics(broken, owner)
+    broken[owner[0], 0] = math.inf
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
+        retrieval_metrics(broken, owner)
 
 
 # ------------------------------------------------------------------ training on cached features

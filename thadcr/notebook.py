@@ -855,7 +855,6 @@ def training_curves_sentence(curves) -> str:
     import numpy as np
 
     per_run = curves.groupby(["method", "seed"], sort=False)
-    first = curves.loc[per_run["epoch"].idxmin()].set_index(["method", "seed"])
     last = curves.loc[per_run["epoch"].idxmax()].set_index(["method", "seed"])
     epochs = per_run["epoch"].agg(["min", "max", "size"])
     seeds = curves.groupby("method", sort=False)["seed"].nunique()
