@@ -682,3 +682,21 @@ def test_render_writes_each_runs_recall_against_chance(rendered):
     assert row.t2a_x_chance == pytest.approx(test["t2a_R10"] / 5.0, abs=0.01)
     assert row.a2t_x_chance == pytest.approx(test["a2t_R10"] / a2t_chance, abs=0.01)
     assert row.rsum == pytest.approx(sum(test[f"{d}_R{k}"] for d in ("t2a", "a2t") for k in (1, 5, 10)), abs=0.01)
+
+
+def test_an_interrupted_execute_still_records_what_it_did(tmp_path):
+    """Ctrl-C (or a scheduler's SIGTERM, turned into KeyboardInterrupt) ends the call, but its
+    execution record, with the runs done so far and "interrupted", is written."""
+    runs = rp.plan("tiny", tables=(4,), seeds=1)
+    stub = StubExecutor()
+
+    def interrupting(notebook, output, parameters, log):
+        if Path(parameters["out_dir"]).name == runs[1].run_id:
+            raise KeyboardInterrupt
+        return stub(notebook, output, parameters, log)
+
+    with pytest.raises(KeyboardInterrupt):
+        rp.execute(runs, tmp_path, executor=interrupting, progress=False)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "tiny" / "executions").glob("*.json")]
+    assert len(records) == 1 and records[0]["interrupted"] is True
+    assert records[0]["done"] == [runs[0].run_id] and records[0]["elapsed_s"] >= 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -24,10 +25,12 @@ import multiprocessing
 import os
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -458,25 +461,57 @@ def execute(
             raise ReproduceError(f"{TRAIN_NOTEBOOK} is missing: run from a source checkout of thadcr")
         import jupytext
 
-        if executor is None if fill is None else fill:
-            fill_caches(todo, jobs, progress)
-        with tempfile.TemporaryDirectory() as tmp:
-            notebook = Path(tmp) / "train.ipynb"
-            jupytext.write(jupytext.read(TRAIN_NOTEBOOK), notebook)  # once per execute call
-            _run_all(todo, notebook, root, executor or papermill_executor, jobs, record, clock, progress)
-        order = [run.run_id for run in todo]  # runs finish in any order; report them in plan order
-        record["done"].sort(key=order.index)
-        record["failed"] = {run_id: record["failed"][run_id] for run_id in order if run_id in record["failed"]}
-    record["elapsed_s"] = time.perf_counter() - clock
-    record["machine"] = machine()
-    if todo:  # a call that ran nothing leaves no trace on disk
-        executions = Path(results_dir) / profile / "executions"
-        executions.mkdir(parents=True, exist_ok=True)
-        name = f"{started:%Y%m%dT%H%M%S_%f}-shard{record['shard'].replace('/', 'of')}-{os.getpid()}.json"
-        atomic_write_bytes(executions / name, json.dumps(record, indent=2).encode())
+        try:  # an interrupted call (Ctrl-C, or SIGTERM from a scheduler) still records what it did
+            with _terminate_as_interrupt():
+                if executor is None if fill is None else fill:
+                    fill_caches(todo, jobs, progress)
+                with tempfile.TemporaryDirectory() as tmp:
+                    notebook = Path(tmp) / "train.ipynb"
+                    jupytext.write(jupytext.read(TRAIN_NOTEBOOK), notebook)  # once per execute call
+                    _run_all(todo, notebook, root, executor or papermill_executor, jobs, record, clock, progress)
+        except KeyboardInterrupt:
+            record["interrupted"] = True
+            raise
+        finally:
+            _write_execution(record, todo, results_dir, profile, started, clock)
+    else:
+        record["elapsed_s"] = time.perf_counter() - clock
+        record["machine"] = machine()
     for run_id, message in record["failed"].items():
         print(f"FAILED {run_id}: {message}", file=sys.stderr)
     return record
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in the main thread while the block runs (elsewhere: no change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_execution(record: dict[str, Any], todo: list[Run], results_dir: str | Path, profile: str,
+                     started: dt.datetime, clock: float) -> None:
+    """Complete the execution record (runs in plan order, elapsed time, machine) and write it to
+    results/<profile>/executions/, also when the call was interrupted."""
+    order = [run.run_id for run in todo]  # runs finish in any order; report them in plan order
+    record["done"].sort(key=order.index)
+    record["failed"] = {run_id: record["failed"][run_id] for run_id in order if run_id in record["failed"]}
+    record["elapsed_s"] = time.perf_counter() - clock
+    record["machine"] = machine()
+    executions = Path(results_dir) / profile / "executions"
+    executions.mkdir(parents=True, exist_ok=True)
+    name = f"{started:%Y%m%dT%H%M%S_%f}-shard{record['shard'].replace('/', 'of')}-{os.getpid()}.json"
+    atomic_write_bytes(executions / name, json.dumps(record, indent=2).encode())
 
 
 def _fill(config: dict[str, Any], parts: tuple[str, ...]) -> None:
