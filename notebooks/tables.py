@@ -73,8 +73,9 @@ page.show_paper_tables(root, profile)
 # %% [markdown]
 # ### How far apart the seeds of one row are
 #
-# The tiny plan runs every row of Tables 1-5 with seeds 0-7, except the THA rows, which run
-# seed 0 only (their scoring is what the plan's time goes to: the power notes). The seed-to-seed
+# The tiny plan runs the rows of Tables 1-3 with seeds 0-7 and those only Tables 4-5 use with
+# seeds 0-3; the THA rows run seed 0 only (their scoring is what the plan's time goes to: the
+# power notes). The seed-to-seed
 # standard deviation of each Table 1 row's test R-sum, pooled over its rows with several seeds
 # (the square root of the mean variance), is the noise a single-run comparison carries; it mixes
 # the seed's effect on the trained model with the luck of which test queries succeed
