@@ -301,6 +301,15 @@ def _write_log(path: Path, history: list[dict]) -> None:
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
+def first_gallery(arrays: dict, caption_audio, fold_clips: int) -> dict:
+    """The per-caption arrays (CA's confidences, (Nt, K)) cut to the captions of the first fold
+    (all with one gallery): 10 folds' 10,000 captions would make the file 1 MB of floats, and their
+    distribution is the same; C (K, K) is computed over every caption and kept whole."""
+    owner = np.asarray(caption_audio)
+    keep = owner < fold_clips if fold_clips else np.ones(len(owner), bool)
+    return {key: value[keep] if key.startswith("g_") else value for key, value in arrays.items()}
+
+
 def _write_npz(path: Path, arrays: dict) -> None:
     """Compressed: 10 test folds' ranks are small integers that zip to a tenth of their size."""
     buffer = io.BytesIO()
@@ -323,7 +332,7 @@ def evaluate_tested_epoch(run: Session, initial_factors: dict | None) -> dict:
         trained = factor_analysis(run.model, audio, text, caption_audio)
         arrays = {"C_trained": trained.pop("C"), "C_initial": np.asarray(initial_factors["C"]), **trained}
         arrays.update({f"{k}_initial": np.asarray(v) for k, v in initial_factors.items() if k != "C"})
-        _write_npz(run.out / "factors.npz", arrays)
+        _write_npz(run.out / "factors.npz", first_gallery(arrays, caption_audio, run.config.eval_fold_clips))
     return retrieval_metrics(sim, caption_audio)
 
 
