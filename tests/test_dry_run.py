@@ -96,16 +96,16 @@ def test_dry_run_lists_every_state_of_the_tiny_plan_and_writes_nothing(tiny_stat
     document = json_listing(capsys, "--profile", "tiny", "--results", str(results))
     rows = {row["run"]: row for row in document["runs"]}
     assert list(rows) == [run.run_id for run in runs]  # the plan's order
-    assert rows[special["stale"]]["state"] == "stale" and rows[special["stale"]]["detail"] == "epochs 3 -> 2"
+    assert rows[special["stale"]]["state"] == "stale" and rows[special["stale"]]["detail"] == "epochs 3 -> 8"
     assert rows[special["unreadable"]]["state"] == "unreadable"
-    assert (rows[special["partial"]]["state"], rows[special["partial"]]["detail"]) == ("in progress", "epoch 1 of 2")
+    assert (rows[special["partial"]]["state"], rows[special["partial"]]["detail"]) == ("in progress", "epoch 1 of 8")
     assert rows[special["missing"]]["state"] == "to do"
-    assert document["totals"]["states"] == {"done": 27, "stale": 1, "unreadable": 1, "in progress": 1, "to do": 1}
+    assert document["totals"]["states"] == {"done": 82, "stale": 1, "unreadable": 1, "in progress": 1, "to do": 1}
     for run in runs:  # what each run is
         row = rows[run.run_id]
         assert (row["dataset"], row["variant"], row["seed"]) == (run.dataset, run.variant, run.seed)
         assert row["shard"] == "0/1"
-        assert row["tables"] == ",".join(map(str, run.tables)) and row["evaluations"] == 3  # 2 validations, 1 test
+        assert row["tables"] == ",".join(map(str, run.tables)) and row["evaluations"] == 2  # 1 validation (val_every: 8), 1 test
     assert rows["audiocaps-DCR-htsat-K10-a0.01-b0.005-s0"]["changes"] == "n_factors=10"
     assert rows["clotho-DP-htsat-K8-a0.01-b0.005-s0"]["changes"] == "data_root=data/embedded/clotho"
     assert rows["audiocaps-DP-resnet38-K8-a0.01-b0.005-s1"]["changes"] == (
@@ -113,8 +113,8 @@ def test_dry_run_lists_every_state_of_the_tiny_plan_and_writes_nothing(tiny_stat
     assert rows["audiocaps-THA+DCR-htsat-K8-a0.01-b0.005-s0"]["changes"] == ""  # the profile's own settings
     status, table = listing(capsys, "--profile", "tiny", "--results", str(results), "--dry-run")
     assert status == 0
-    assert "31 runs: 27 done, 1 stale, 1 unreadable, 1 in progress, 1 to do" in table
-    assert "in progress: epoch 1 of 2" in next(line for line in table.splitlines() if special["partial"] in line)
+    assert "86 runs: 82 done, 1 stale, 1 unreadable, 1 in progress, 1 to do" in table
+    assert "in progress: epoch 1 of 8" in next(line for line in table.splitlines() if special["partial"] in line)
     status, text = listing(capsys, "--profile", "tiny", "--results", str(results), "--dry-run", "--format", "csv")
     table_rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["run"] for r in table_rows] == list(rows) and table_rows[4]["state"] == "stale"
@@ -155,7 +155,7 @@ def test_estimate_matches_the_committed_tiny_runs(elsewhere, capsys):
     """Steps from the profile and the data's size, step times from the finished runs' wall times."""
     runs = rp.plan("tiny")
     records = {run.run_id: json.loads((COMMITTED / run.run_id / "metrics.json").read_text()) for run in runs}
-    left_out = "audiocaps-THA-htsat-K8-a0.01-b0.005-s1"
+    left_out = "audiocaps-DCR-htsat-K8-a0.01-b0.005-s1"
     copy_runs(elsewhere / "results", [run.run_id for run in runs if run.run_id != left_out])
     rows = {row["run"]: row for row in json_listing(capsys, "--profile", "tiny", "--results", "results")["runs"]}
     per_step = {}
@@ -163,7 +163,7 @@ def test_estimate_matches_the_committed_tiny_runs(elsewhere, capsys):
         config, captions = record["config"], record["data"]["train"]["captions"]
         assert captions == TINY_TRAIN[rows[run_id]["dataset"]]
         steps = config["epochs"] * (captions // config["batch_size"])  # full batches only, max_steps_per_epoch 0
-        assert rows[run_id]["steps"] == steps == {"audiocaps": 450, "clotho": 750}[rows[run_id]["dataset"]]
+        assert rows[run_id]["steps"] == steps == {"audiocaps": 1800, "clotho": 3000}[rows[run_id]["dataset"]]
         if run_id != left_out:
             key = (config["audio_encoder"], config["variant"], steps)  # as many steps: as much start-up per step
             per_step.setdefault(key, []).append(record["wall_time_s"] / steps)
@@ -173,7 +173,7 @@ def test_estimate_matches_the_committed_tiny_runs(elsewhere, capsys):
         assert row["step_s"] == pytest.approx(expected) and row["time_from"] == "finished runs"
         assert row["hours"] == pytest.approx(row["steps"] * expected / 3600)
         assert row["hours_left"] == (pytest.approx(row["hours"]) if run_id == left_out else 0.0)
-    # the estimate of the whole plan against the sum of the runs' own wall times (133.8 min)
+    # the estimate of the whole plan against the sum of the runs' own wall times
     total = sum(record["wall_time_s"] for record in records.values()) / 3600
     estimate = sum(row["hours"] for row in rows.values())
     assert estimate == pytest.approx(total, rel=0.05)
@@ -279,16 +279,16 @@ def test_render_only_writes_the_committed_tables_from_the_committed_runs(tmp_pat
     root = copy_runs(tmp_path, [run.run_id for run in runs], RUN_FILES)
     before = tree_digest(root)
     status, out = listing(capsys, "--profile", "tiny", "--results", str(tmp_path), "--render-only")
-    assert status == 0 and "31 of 31 run(s) complete" in out
+    assert status == 0 and "86 of 86 run(s) complete" in out
     for table in sorted((REPO / "results" / "tiny" / "tables").glob("*.csv")):  # table1-5, claims, learning
         assert (tmp_path / "tiny" / "tables" / table.name).read_bytes() == table.read_bytes(), table.name
     assert tree_digest(root) == before and not (tmp_path / "tiny" / "executions").exists()  # nothing ran
 
 
 def test_render_only_with_missing_or_stale_runs(tmp_path, capsys):
-    runs = rp.plan("tiny", tables=(4,))
+    runs = rp.plan("tiny", tables=(4,), seeds=1)
     root = copy_runs(tmp_path, [run.run_id for run in runs[:2]], RUN_FILES)
-    args = ["--profile", "tiny", "--tables", "4", "--results", str(tmp_path), "--render-only"]
+    args = ["--profile", "tiny", "--tables", "4", "--seeds", "1", "--results", str(tmp_path), "--render-only"]
     assert cli.main(["reproduce", *args]) == 1
     captured = capsys.readouterr()
     assert "2 of 3 run(s) complete" in captured.out and runs[2].run_id in captured.err
@@ -444,18 +444,18 @@ def test_slurm_recipe_on_the_tiny_profile(tmp_path, stub_launcher):
     thadcr = str(REPO / ".venv" / "bin" / "thadcr")
     env = {"THADCR": thadcr, "THADCR_PROFILE": "tiny", "THADCR_RESULTS": str(tmp_path / "results"),
            "THADCR_LAUNCHER": stub_launcher}  # fmt: skip
-    runs = rp.plan("tiny", tables=(4,))
-    first = slurm("shard", "--tables", "4", task=(1, 3, 0, 2), **env)
+    runs = rp.plan("tiny", tables=(4,), seeds=1)
+    first = slurm("shard", "--tables", "4", "--seeds", "1", task=(1, 3, 0, 2), **env)
     assert first.returncode == 0, first.stderr
     assert "1 run(s) done, 0 already complete, 0 failed" in first.stdout
-    render = slurm("render", "--tables", "4", **env)
+    render = slurm("render", "--tables", "4", "--seeds", "1", **env)
     assert render.returncode == 1 and "1 of 3 run(s) complete" in render.stdout
     interrupted = rp.runs_dir(tmp_path / "results", "tiny") / runs[2].run_id
     interrupted.mkdir()  # task 2 was stopped mid-run: its requeued task resumes the run
     for task in (0, 2):
-        assert slurm("shard", "--tables", "4", task=(task, 3, 0, 2), **env).returncode == 0
+        assert slurm("shard", "--tables", "4", "--seeds", "1", task=(task, 3, 0, 2), **env).returncode == 0
     assert "--resume" in (interrupted / "papermill.log").read_text()
-    render = slurm("render", "--tables", "4", **env)
+    render = slurm("render", "--tables", "4", "--seeds", "1", **env)
     assert render.returncode == 0 and "3 of 3 run(s) complete" in render.stdout
     table = pd.read_csv(tmp_path / "results" / "tiny" / "tables" / "table4.csv")
     recalls = table[table.metric.isin(rp.METRICS)]
