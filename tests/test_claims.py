@@ -374,7 +374,7 @@ if __name__ == "__main__":
 
 
 def test_pooled_seed_sd_is_the_root_mean_variance_of_table_1_rows():
-    runs = plan("tiny", tables=[1, 2])
+    runs = plan("paper", tables=[1, 2])  # Table 1 over 3 seeds, Table 2 once
     rsum = {run.run_id: float(10 * i + run.seed ** 2) for i, run in enumerate(runs)}
     pooled, per_setting = claims.pooled_seed_sd(rsum, runs)
     rows = {}
@@ -382,6 +382,9 @@ def test_pooled_seed_sd_is_the_root_mean_variance_of_table_1_rows():
         if 1 in run.tables:
             rows.setdefault(run.setting_id, []).append(rsum[run.run_id])
     assert set(per_setting) == set(rows) and len(rows) == 6  # Table 2's single runs are not pooled
+    tiny = plan("tiny", tables=[1, 2])  # THA rows once: only the rows with several seeds are pooled
+    _, tiny_rows = claims.pooled_seed_sd({run.run_id: float(run.seed) for run in tiny}, tiny)
+    assert len(tiny_rows) == 3 and not any("THA" in setting for setting in tiny_rows)
     for setting, values in rows.items():
         mean = sum(values) / len(values)
         variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
