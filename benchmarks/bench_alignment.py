@@ -4,7 +4,7 @@
     python benchmarks/bench_alignment.py --quick    # seconds
 
 For tiny dims (M = 256/64/16, d = 256) and the paper's dims (M = 1024/256/64, d = 768), N = 20
-words, it prints pairs/s of ``thadcr.alignment`` (3 levels, both directions, no autograd) and:
+words, it prints pairs/s of ``thadcr.model.alignment`` (3 levels, both directions, no autograd) and:
 
 (a) the speed-up over SCAN's way of scoring (a Python loop over captions, each caption against
     all clips with batched matmuls, attended vectors materialised), results checked to 1e-5;
@@ -37,7 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its O
 
 import torch  # noqa: E402
 
-from thadcr.alignment import EPS, block_shape, default_block_bytes, tha_similarity_level  # noqa: E402
+from thadcr.model.alignment import EPS, block_shape, default_block_bytes, tha_similarity_level  # noqa: E402
 
 LAM = 9.0
 N_WORDS = 20

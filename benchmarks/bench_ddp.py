@@ -2,7 +2,7 @@
 tensor against DistributedDataParallel's buckets, side by side in one run.
 
 The paper profile's THA+DCR model (the AudioSet HTS-AT, a BERT-base-sized text encoder, THA and
-DCR heads; the CA module stays outside DDP, see `thadcr.distributed`) is built in each of two
+DCR heads; the CA module stays outside DDP, see `thadcr.run.distributed`) is built in each of two
 processes. Each timed step back-propagates a cheap loss that touches every trainable parameter,
 so the time is almost all communication:
 
@@ -30,9 +30,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from thadcr.config import make_config
-from thadcr.distributed import Distributed, Encoders
-from thadcr.model import build_model
-from thadcr.text import write_random_bert
+from thadcr.run.distributed import Distributed, Encoders
+from thadcr.model.retrieval import build_model
+from thadcr.model.text import write_random_bert
 
 
 class CheapLoss(torch.nn.Module):

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import torch
 
-from thadcr.audio import LogMel
-from thadcr.datasets import CaptionDataset, GlobalBatchSampler, LogMelCache, clip_frames, data_loader, load_split
+from thadcr.model.audio import LogMel
+from thadcr.data.datasets import CaptionDataset, GlobalBatchSampler, clip_frames, data_loader
+from thadcr.data.logmel import LogMelCache
+from thadcr.data.readers import load_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic import write_clotho  # noqa: E402  (the tests' writer of Clotho-layout data)

@@ -3,7 +3,7 @@
 Each setting runs in its own process (a process chooses its kernels once, at its first
 computation), one after the other, one thread each, on the same synthetic batch of 16 (log-mels
 and captions; the text features computed once, as a frozen-text run does). For DP (HTS-AT),
-THA+DCR and DP (ResNet38) it times the mean of `--steps` `thadcr.train.train_step` calls after 2
+THA+DCR and DP (ResNet38) it times the mean of `--steps` `thadcr.run.train.train_step` calls after 2
 warm-up steps and prints seconds per step and the ratio to native:
 
 - native: the machine's fastest kernels (ATen's best level, MKL's own path, oneDNN);
@@ -47,11 +47,11 @@ def worker(setting: str, steps: int) -> dict[str, float]:
         torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(1)
     from thadcr.config import make_config
-    from thadcr.distributed import Distributed
-    from thadcr.evaluation import frames_per_clip, front_end
-    from thadcr.model import build_model
-    from thadcr.text import TextFeatureCache
-    from thadcr.train import adam, train_step
+    from thadcr.run.distributed import Distributed
+    from thadcr.run.evaluation import frames_per_clip, front_end
+    from thadcr.model.retrieval import build_model
+    from thadcr.model.text import TextFeatureCache
+    from thadcr.run.train import adam, train_step
 
     generator = torch.Generator().manual_seed(0)
     captions = [f"a sound number {i} and a dog barks twice near a running engine" for i in range(BATCH)]

@@ -16,7 +16,7 @@ numerics.apply("portable")
 import torch  # noqa: E402
 
 from thadcr import portable  # noqa: E402
-from thadcr.audio import LogMel  # noqa: E402
+from thadcr.model.audio import LogMel  # noqa: E402
 
 
 def best_of(fn, repeats: int = 5) -> float:

@@ -16,12 +16,12 @@ import torch
 from tqdm.auto import tqdm
 
 from thadcr.config import VARIANTS, make_config
-from thadcr.datasets import CaptionDataset, collate
-from thadcr.model import build_model
-from thadcr.distributed import Distributed
-from thadcr.evaluation import frames_per_clip, open_split
-from thadcr.text import TextFeatureCache
-from thadcr.train import adam, train_step
+from thadcr.data.datasets import CaptionDataset, collate
+from thadcr.model.retrieval import build_model
+from thadcr.run.distributed import Distributed
+from thadcr.run.evaluation import frames_per_clip, open_split
+from thadcr.model.text import TextFeatureCache
+from thadcr.run.train import adam, train_step
 
 
 class Runner:

@@ -31,14 +31,16 @@ from pathlib import Path
 import torch
 
 from thadcr.config import make_config
-from thadcr.datasets import CaptionDataset, GlobalBatchSampler, LogMelCache, clip_frames, data_loader, load_split
-from thadcr.distributed import Distributed
-from thadcr.evaluation import front_end, score_all
+from thadcr.data.datasets import CaptionDataset, GlobalBatchSampler, clip_frames, data_loader
+from thadcr.data.logmel import LogMelCache
+from thadcr.data.readers import load_split
+from thadcr.run.distributed import Distributed
+from thadcr.run.evaluation import front_end, score_all
 from thadcr.files import atomic_write_json
-from thadcr.model import Embeddings, build_model
-from thadcr.provenance import machine, package_versions
-from thadcr.text import write_random_bert
-from thadcr.train import adam, train_step
+from thadcr.model.retrieval import Embeddings, build_model
+from thadcr.run.provenance import machine, package_versions
+from thadcr.model.text import write_random_bert
+from thadcr.run.train import adam, train_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic import write_clotho  # noqa: E402  (the tests' writer of Clotho-layout data)

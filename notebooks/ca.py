@@ -67,7 +67,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from thadcr.notebook import setup, show
+from thadcr.interfaces.notebook.method import setup, show
 
 setup(precision=4)  # offline, seeded; the repository root becomes the working folder
 
@@ -88,8 +88,8 @@ setup(precision=4)  # offline, seeded; the repository root becomes the working f
 # DiCoSA's code (the paper gives neither).
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.factors import CA_BLOCK_ELEMENTS, ConfidenceAware, dcr_similarity
-from thadcr.losses import nt_xent
+from thadcr.model.factors import CA_BLOCK_ELEMENTS, ConfidenceAware, dcr_similarity
+from thadcr.model.losses import nt_xent
 
 show(ConfidenceAware)
 
@@ -228,7 +228,7 @@ print(f"the ReLU activation is built for blocks of clips of at most "
 # under the figure is computed from the file.
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.notebook import confidence_sentence, table1_run_id
+from thadcr.interfaces.notebook.method import confidence_sentence, table1_run_id
 
 run_id = table1_run_id("DCR")  # audiocaps-DCR-htsat-K8-a0.01-b0.005-s0
 path = Path("results/tiny/runs") / run_id / "factors.npz"
@@ -372,11 +372,11 @@ plt.show()
 # tests read (`thadcr.config.VARIANT_PARTS`).
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.audio import LogMel
-from thadcr.checkpoint import load_trained
+from thadcr.model.audio import LogMel
+from thadcr.run.checkpoint import load_trained
 from thadcr.config import VARIANT_PARTS, make_config
-from thadcr.model import build_model
-from thadcr.notebook import clip_start, embedded_test_split
+from thadcr.model.retrieval import build_model
+from thadcr.interfaces.notebook.method import clip_start, embedded_test_split
 
 DEMO = Path("results/tiny/demo/best.pt")
 if DEMO.is_file():

@@ -68,7 +68,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from thadcr.notebook import setup, show
+from thadcr.interfaces.notebook.method import setup, show
 
 setup()  # offline, seeded; the repository root becomes the working folder
 
@@ -91,7 +91,7 @@ setup()  # offline, seeded; the repository root becomes the working folder
 # checks it.
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.factors import (
+from thadcr.model.factors import (
     FactorProjection,
     alignment_loss,
     decoupling_loss,
@@ -343,7 +343,7 @@ print(f"gradcheck passed; one step lowers alpha L_D + beta L_A: "
 # %% tags=["nbval-ignore-output"]
 from IPython.display import Markdown, display
 
-from thadcr.notebook import factor_loss_sentence, table1_run_id
+from thadcr.interfaces.notebook.method import factor_loss_sentence, table1_run_id
 
 run_id = table1_run_id("DCR")  # audiocaps-DCR-htsat-K8-a0.01-b0.005-s0
 path = Path("results/tiny/runs") / run_id / "factors.npz"

@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from IPython.display import Audio
 
-from thadcr.notebook import setup, show
+from thadcr.interfaces.notebook.method import setup, show
 
 # offline, seeded; the repository root becomes the working folder
 setup(jpeg=True, **{"image.cmap": "magma"})
@@ -87,7 +87,7 @@ setup(jpeg=True, **{"image.cmap": "magma"})
 # tiny profile's clip length).
 
 # %%
-from thadcr.notebook import clip_start, embedded_test_split
+from thadcr.interfaces.notebook.method import clip_start, embedded_test_split
 
 RATE, SECONDS = 32000, 5.0
 test = embedded_test_split()
@@ -121,7 +121,8 @@ Audio(wave.numpy(), rate=RATE)
 # 501.
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.audio import HTSAT, HTSAT_CONFIGS, LogMel, reshape_wav2img
+from thadcr.model.audio import LogMel
+from thadcr.model.htsat import HTSAT, HTSAT_CONFIGS, reshape_wav2img
 
 show(LogMel.forward)
 
@@ -308,8 +309,8 @@ plt.show()
 # (12 blocks, 768-d); its default blocks are 2, 5, 6. Two fixed captions show the padding.
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.alignment import LEVELS
-from thadcr.text import BERT_BASE_LAYERS, MINILM_LAYERS, TextEncoder
+from thadcr.model.alignment import LEVELS
+from thadcr.model.text import BERT_BASE_LAYERS, MINILM_LAYERS, TextEncoder
 
 show(TextEncoder.forward_tokens)
 

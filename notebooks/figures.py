@@ -19,9 +19,10 @@
 # each run's `log.csv`, and `factors.npz` (the factor correlation $C$ of section 2.3 and the
 # confidence weights $g_i$ of the CA module, section 2.4). A figure whose inputs are missing
 # says which file it needs. Our effects are R-sum differences on a small CPU data set; the
-# paper's are on AudioCaps and Clotho. Read each claim by its interval: a sign says something only
-# when the whole interval is on one side of 0 (the verdict), and a point estimate alone says
-# nothing at this noise; compare the paper's effect with the interval, not with the point. The
+# paper's are on AudioCaps and Clotho. Read each claim by its interval, as the Experiments page
+# does: a sign says something only when the whole interval lies on one side of 0 (the verdict
+# records it); at this noise the sign of a point estimate alone says nothing, and neither does a
+# count of such signs. Compare the paper's effect with the interval, not with the point. The
 # code that reads the files and draws is folded under each "Show code cell source".
 
 # %% tags=["parameters", "hide-input"]
@@ -35,11 +36,14 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from thadcr import notebook as page
-from thadcr.notebook import COLUMN_INCHES, table1_run_id
+from thadcr.interfaces.notebook import figures as page
+from thadcr.interfaces.notebook.figures import COLUMN_INCHES
+from thadcr.interfaces.notebook.method import (confidence_sentence,
+                                               factor_loss_sentence, table1_run_id)
+from thadcr.interfaces.notebook.results import missing_file, results_folder
 
 page.figure_style()  # text at the body text's size in figures as wide as the column
-root = page.results_folder(profile, results_dir)
+root = results_folder(profile, results_dir)
 
 
 def note(text):
@@ -47,7 +51,7 @@ def note(text):
 
 
 def missing(path):
-    display(page.missing_file(path, profile))
+    display(missing_file(path, profile))
 
 
 claims_path = root / "tables" / "claims.csv"
@@ -80,8 +84,9 @@ else:
 # The paper's Tables 4 and 5 change one of $K$, $\alpha$, $\beta$ from its default
 # ($K = 8$, $\alpha = 0.01$, $\beta = 0.005$) and claim that the default is best. Below, each
 # other value's R-sum minus the default's: ours with its 95 % interval (the claim's interval,
-# mirrored), the paper's as a black diamond. The default is 0 by definition; a point below 0
-# means the default did better.
+# mirrored), the paper's as a black diamond. The default is 0 by definition; our runs show the
+# default to be better only where the whole interval lies below 0 (a point below 0 alone does
+# not).
 
 
 # %% tags=["hide-input"]
@@ -172,7 +177,7 @@ if factors is not None:
     fig.suptitle(factors_run)
     plt.show()
     C_initial, C_trained = factors["C_initial"], factors["C_trained"]
-    display(Markdown(page.factor_loss_sentence(C_initial, C_trained)))
+    display(Markdown(factor_loss_sentence(C_initial, C_trained)))
 
 # %% tags=["hide-input"]
 if factors is not None and "g_positive" in factors.files:
@@ -186,7 +191,7 @@ if factors is not None and "g_positive" in factors.files:
     ax.set_title(f"confidence weights g_i on the test set\n{factors_run}")
     plt.show()
     g_positive, g_negative = factors["g_positive"], factors["g_negative"]
-    display(Markdown(page.confidence_sentence(g_positive, g_negative)))
+    display(Markdown(confidence_sentence(g_positive, g_negative)))
 elif factors is not None:
     note(f"{factors_run}/factors.npz holds no confidence weights "
          "(g_positive, g_negative).")

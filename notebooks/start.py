@@ -75,15 +75,16 @@
 # encoders' shapes). Eqs. 2 and 3 are not computed: they motivate the factor losses, which act
 # on $C$ directly, in the paper and in the package. Every row of Tables 1-5 is trained on a small
 # real-audio data set on the CPU and shown beside the paper's numbers on the
-# [Tables](tables.py) and [Figures](figures.py) pages. These CPU runs go through the paper's
-# pipeline and evaluation protocol and make each of its comparisons at a small scale; their
-# absolute numbers cannot be compared with the paper's (small encoders, a few minutes of audio,
-# template captions, small test sets), and whether the comparisons come out as the paper's is
-# what the Experiments pages measure. The paper-size profiles (GPU, real data) **have not been
-# trained yet**: no GPU and neither AudioCaps nor Clotho were available where this book was
-# built; a CPU test only shows that their path runs. The
-# [reproduction notes](../book/reproduction-notes.md) list every choice and deviation, and each
-# method page has a box that separates what the paper says from what we chose.
+# [Tables](tables.py) and [Figures](figures.py) pages. These CPU runs train the paper's variants
+# with its losses and score them with its recall metrics, but not with its pipeline (frozen
+# small encoders, our schedule) nor on its test sets, so they do not reproduce its results:
+# their absolute numbers cannot be compared with the paper's (a few minutes of audio, template
+# captions, 200-clip galleries), and whether each of its comparisons comes out the same way at
+# this size is what the Experiments pages measure, with an interval per claim. The paper-size
+# profiles (GPU, real data) **have not been trained yet**: no GPU and neither AudioCaps nor
+# Clotho were available where this book was built; a CPU test only shows that their path runs.
+# The [reproduction notes](../book/reproduction-notes.md) list every choice and deviation, and
+# each method page has a box that separates what the paper says from what we chose.
 
 # %%
 from pathlib import Path
@@ -92,7 +93,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Audio, Markdown, display
 
-from thadcr.notebook import setup
+from thadcr.interfaces.notebook.method import setup
 
 setup(jpeg=True)  # offline, seeded; the repository root becomes the working folder
 
@@ -109,7 +110,7 @@ setup(jpeg=True)  # offline, seeded; the repository root becomes the working fol
 
 # %%
 from thadcr.config import make_config
-from thadcr.notebook import model_diagram
+from thadcr.interfaces.notebook.method import model_diagram
 
 model_diagram(make_config("paper-audiocaps"))
 plt.show()
@@ -193,7 +194,8 @@ else:
 # and BERT-base is bert-base-uncased (as in ref [8]'s code). The paper gives no training
 # schedule of its own ("we follow the same pipeline in [8]"); the profile takes ref [8]'s code's
 # (50 epochs, Adam with learning rate $10^{-4}$ divided by 10 every 20 epochs, gradient-norm
-# clipping at 2, $\tau = 0.07$), with a batch of 32 (ours; that code's settings have 64), and
+# clipping at 2, $\tau = 0.07$; none of these values is in the paper, and taking them from that
+# code is our choice), with a batch of 32 (ours; that code's settings have 64), and
 # fills the values the paper leaves open ($\lambda = 9$ from SCAN; $D = 768$ and the linear
 # projections of $S_{DP}$, ours): the method pages' boxes and the reproduction notes give the
 # source of each. No run of this profile has been made yet (no GPU, no real data here). Point
@@ -212,13 +214,13 @@ else:
 # %% [markdown]
 # ## Try it: search the embedded test set with a caption
 #
-# `thadcr.search.Searcher` loads a trained model, encodes the test clips once into an index
+# `thadcr.interfaces.search.Searcher` loads a trained model, encodes the test clips once into an index
 # (kept on disk for the next query) and scores every clip against a caption. It uses the small
 # demo model `results/tiny/demo/best.pt` (tiny profile, trained on the embedded data set on a
 # CPU). The captions of the data set are generated from the scenes, so we know which clips
 # contain the sound the query names: below, where those clips land in the ranking, next to
 # what a random ranking would give. Change the query and its event class (a `class` of
-# `thadcr/embedded_classes.csv`) and run the cells again.
+# `thadcr/data/embedded/embedded_classes.csv`) and run the cells again.
 
 # %%
 query = "a dog barks"
@@ -227,9 +229,9 @@ CHECKPOINT = Path("results/tiny/demo/best.pt")
 TOP, RATE, SECONDS = 3, 32000, 5.0
 
 # %%
-from thadcr.metrics import chance_recall
-from thadcr.notebook import ranks_of, scene_events
-from thadcr.search import Searcher
+from thadcr.run.metrics import chance_recall
+from thadcr.interfaces.notebook.method import ranks_of, scene_events
+from thadcr.interfaces.search import Searcher
 
 top = []
 if not CHECKPOINT.is_file():
@@ -286,8 +288,8 @@ if top and k:
 # The three best-ranked clips, with what their scenes contain (from the data set's scene list):
 
 # %%
-from thadcr.audio import LogMel
-from thadcr.audio_io import fit_length, load_audio
+from thadcr.model.audio import LogMel
+from thadcr.data.audio_io import fit_length, load_audio
 
 logmel = LogMel(sample_rate=RATE)
 for rank, (index, name, content) in enumerate(top, 1):

@@ -38,7 +38,7 @@
 # audio-enhanced direction that "follows similar patterns": every word attends over the audio
 # tokens. The cosines of each token with what it attended to are combined over tokens and
 # levels into $S_{THA}$. This page computes Eq. 1 step by step, by hand, first on a toy example
-# and then on a real clip, checks it against `thadcr.alignment`, and draws the attention maps
+# and then on a real clip, checks it against `thadcr.model.alignment`, and draws the attention maps
 # over the spectrogram.
 #
 # :::{admonition} The paper says / we chose
@@ -74,7 +74,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from thadcr.notebook import setup, show
+from thadcr.interfaces.notebook.method import setup, show
 
 setup(jpeg=True)  # offline, seeded; the repository root becomes the working folder
 
@@ -169,7 +169,7 @@ assert np.allclose(np.linalg.norm(text_enhanced["s_bar"], axis=0), 1.0)
 # otherwise give 0/0).
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.alignment import (
+from thadcr.model.alignment import (
     LEVELS,
     audio_enhanced_similarity,
     eq1_reference,
@@ -226,19 +226,20 @@ print("padded word ignored in both directions")
 # HTS-AT gives 256, 64 and 16 tokens at stages 2, 3 and 4; the tiny profile pools each level's
 # token grid 2x2 until at most 64 tokens remain (`tha_max_audio_tokens: 64`; ours, for the CPU;
 # the paper profiles keep every token), so THA sees 64, 64 and 16. The alignment notes time it
-# on one THA training run with and without pooling, started together: with today's
-# hand-written backward, pooling shortened the run by about a quarter (it halved it with the
-# earlier autograd backward); what it does to recall is not known from one seed. If the
+# on one THA training run with and without pooling, started together, on the fine-tuned
+# schedules of their time: with today's hand-written backward the run took 79 s with pooling
+# against 108 s without, about a quarter less (with the earlier autograd backward, 104 s against
+# 224 s); what it does to recall is not known from one seed. If the
 # trained demo checkpoint `results/tiny/demo/best.pt` is present and uses THA, it is loaded;
 # otherwise the model is **untrained** (seed 0), so the attention maps below show
 # the mechanics, not learnt alignments.
 
 # %%
-from thadcr.audio import LogMel
-from thadcr.checkpoint import load_trained
+from thadcr.model.audio import LogMel
+from thadcr.run.checkpoint import load_trained
 from thadcr.config import make_config
-from thadcr.model import build_model
-from thadcr.notebook import clip_start, embedded_test_split
+from thadcr.model.retrieval import build_model
+from thadcr.interfaces.notebook.method import clip_start, embedded_test_split
 
 RATE, SECONDS = 32000, 5.0
 test = embedded_test_split()
@@ -341,7 +342,7 @@ plt.show()
 #
 # Training differentiates $S_{THA}$ through Eq. 1 for every pair of the batch. Autograd through
 # the scoring code kept a dozen intermediate tensors of size clips x tokens x captions x words
-# and spent more than twice the forward's time on the backward, so `thadcr.alignment` writes
+# and spent more than twice the forward's time on the backward, so `thadcr.model.alignment` writes
 # the backward by hand (`_Eq1`). Below it is checked against autograd through the reference
 # (`reference_similarity`: `eq1_reference` in both directions, softmax and attended vectors
 # materialised) for this one pair, on the real level-3 features in float64.
@@ -470,7 +471,7 @@ plt.show()
 # projects each level (LayerNorm + Linear to $D$) and sums them.
 
 # %% tags=["nbval-ignore-output"]
-from thadcr.alignment import THA
+from thadcr.model.alignment import THA
 
 show(THA.score)
 

@@ -17,7 +17,7 @@
 # # Train one run
 #
 # This notebook trains and tests one variant of the paper's Tables 1-5 with
-# `thadcr.train.train` (all model code lives in the package) and shows its training curves and
+# `thadcr.run.train.train` (all model code lives in the package) and shows its training curves and
 # test metrics. `thadcr reproduce` runs it once per run with papermill, e.g.
 # `papermill notebooks/train.ipynb out.ipynb -p variant THA -p seed 1`.
 
@@ -44,8 +44,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from thadcr.reproduce import config_from_parameters
-from thadcr.train import train
+from thadcr.experiments.plan import config_from_parameters
+from thadcr.run.train import train
 
 config = config_from_parameters({
     "variant": variant, "dataset": dataset, "profile": profile, "seed": seed, "n_factors": n_factors,

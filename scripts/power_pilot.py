@@ -4,10 +4,10 @@ Stage ``schedule``: DP, DCR and THA+DCR (AudioCaps-like) trained for each candid
 epochs (the learning rate x0.1 after three quarters of them), seeds 0 and 1 (THA+DCR seed 0):
 the validation R-sum chooses the schedule. Stage ``variance``: the settings of four kinds of claim
 (DCR vs DP, DP vs DP (ResNet38), THA+DCR vs DCR, DCR K=8 vs K=6) with the chosen schedule, seeds
-0..S-1; for each pair, `thadcr.power.variance_parts` and the half-width predicted for plans of 2-12
+0..S-1; for each pair, `thadcr.experiments.power.variance_parts` and the half-width predicted for plans of 2-12
 seeds on the 2,000 test clips, with the measured minutes per run.
 
-Every run tests its validation split (`thadcr.train.train(..., test_split="val")`), never the
+Every run tests its validation split (`thadcr.run.train.train(..., test_split="val")`), never the
 test split. Runs go to results/tiny/pilot/runs/<name>/ (their checkpoints removed once finished;
 finished runs are kept and skipped when the script runs again), the figures to
 results/tiny/pilot/<stage>.json.
@@ -50,7 +50,7 @@ def seeds_of(name: str, seeds: int) -> int:
 
 
 def config_of(name: str, epochs: int, seed: int):
-    from thadcr.reproduce import config_for
+    from thadcr.experiments.plan import config_for
 
     dataset, changes = SETTINGS[name]
     schedule = {"epochs": epochs, "lr_step": max(1, (3 * epochs) // 4), "seed": seed}
@@ -59,7 +59,7 @@ def config_of(name: str, epochs: int, seed: int):
 
 def run_one(name: str, epochs: int, seed: int) -> str:
     """Train one pilot run (validation as its test split); returns its folder."""
-    from thadcr.train import train
+    from thadcr.run.train import train
 
     out = PILOT / "runs" / f"{name}-e{epochs}-s{seed}"
     if not (out / "metrics.json").is_file():
@@ -96,7 +96,7 @@ def write(path: Path, payload: dict) -> None:
 
 
 def schedule(epochs: list[int], workers: int) -> None:
-    from thadcr.claims import rsum
+    from thadcr.experiments.claims import rsum
 
     jobs = [(name, e, seed) for e in epochs for name, seeds in (("DP", 2), ("DCR", 2), ("THA+DCR", 1))
             for seed in range(seeds)]
@@ -110,8 +110,8 @@ def schedule(epochs: list[int], workers: int) -> None:
 
 
 def variance(epochs: int, seeds: int, workers: int) -> None:
-    from thadcr.claims import bootstrap_weights, rsum
-    from thadcr.power import half_width, variance_parts
+    from thadcr.experiments.claims import bootstrap_weights, rsum
+    from thadcr.experiments.power import half_width, variance_parts
 
     run_all([(name, epochs, seed) for name in SETTINGS for seed in range(seeds_of(name, seeds))], workers)
     observed, replicates, minutes = {}, {}, {}

@@ -2,7 +2,7 @@
 or in each of N torchrun processes.
 
 Every process builds the same model and global batch; rank r takes rows r*B/N..(r+1)*B/N, the
-embeddings are gathered, and DistributedDataParallel adds the gradients (thadcr.distributed).
+embeddings are gathered, and DistributedDataParallel adds the gradients (thadcr.run.distributed).
 BatchNorm runs on its running statistics here because SyncBatchNorm needs a GPU, and dropout and
 stochastic depth are off because each process draws its own random masks: the two things that
 legitimately differ between 1 and N CPU processes.
@@ -14,9 +14,9 @@ import sys
 import torch
 
 from thadcr.config import make_config
-from thadcr.distributed import Distributed
-from thadcr.model import build_model
-from thadcr.train import train_step
+from thadcr.run.distributed import Distributed
+from thadcr.model.retrieval import build_model
+from thadcr.run.train import train_step
 
 CAPTIONS = ["a dog barks", "a bell rings then a dog barks", "rain falls on a roof", "a car passes",
             "birds sing while wind blows", "a door slams", "water runs", "a man speaks"]

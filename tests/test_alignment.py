@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from thadcr.alignment import (
+from thadcr.model.alignment import (
     LIVE_TENSORS,
     THA,
     audio_enhanced_similarity,
@@ -334,7 +334,7 @@ def test_float32_at_the_largest_lam_with_a_token_that_matches_no_word():
 
 
 def test_pool_audio_tokens_averages_2x2_patches_of_the_grid():
-    from thadcr.alignment import pool_audio_tokens
+    from thadcr.model.alignment import pool_audio_tokens
 
     b, side, c = 2, 8, 3
     tokens = torch.randn(b, side * side, c, dtype=torch.float64)
@@ -354,7 +354,7 @@ def test_pool_audio_tokens_averages_2x2_patches_of_the_grid():
 
 
 def test_tha_pools_audio_levels_before_projecting():
-    from thadcr.alignment import pool_audio_tokens
+    from thadcr.model.alignment import pool_audio_tokens
 
     torch.manual_seed(0)
     pooled = THA([8, 8], 6, 4, max_audio_tokens=4)

@@ -16,23 +16,20 @@ import numpy as np
 import pytest
 import torch
 
-from thadcr.audio import (
+from thadcr.model.audio import CheckpointError, LogMel, load_htsat_checkpoint, load_resnet38_checkpoint
+from thadcr.model.htsat import (
     HTSAT,
     HTSAT_CONFIGS,
-    CheckpointError,
     HTSATConfig,
-    LogMel,
     PatchMerging,
-    ResNet38,
     SwinBlock,
-    load_htsat_checkpoint,
-    load_resnet38_checkpoint,
     relative_position_index,
     reshape_wav2img,
     shifted_window_mask,
     window_partition,
     window_reverse,
 )
+from thadcr.model.resnet38 import ResNet38
 
 DATA = Path(__file__).parent / "data"
 D64 = torch.float64

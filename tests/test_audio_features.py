@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from thadcr.alignment import pool_audio_tokens
-from thadcr.audio_features import AudioFeatureCache
+from thadcr.model.alignment import pool_audio_tokens
+from thadcr.run.features import AudioFeatureCache
 from thadcr.config import make_config
-from thadcr.datasets import ClipDataset, collate
+from thadcr.data.datasets import ClipDataset, collate
 from thadcr.errors import UsageError
-from thadcr.evaluation import EvalSet, encode_split, fold_ranges, score_all, score_split
-from thadcr.metrics import retrieval_metrics
-from thadcr.model import build_model
-from thadcr.text import TextEncoder, TextFeatureCache
-from thadcr.train import train
+from thadcr.run.evaluation import EvalSet, encode_split, fold_ranges, score_all, score_split
+from thadcr.run.metrics import retrieval_metrics
+from thadcr.model.retrieval import build_model
+from thadcr.model.text import TextEncoder, TextFeatureCache
+from thadcr.run.train import train
 
 CAPTIONS = ["a dog barks then a bell rings", "rain", "a car passes by while birds sing in the distance", "a tone"]
 

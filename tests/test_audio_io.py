@@ -1,4 +1,4 @@
-"""thadcr.audio_io: reading, downmix, resampling, bad inputs, silence, pad/crop."""
+"""thadcr.data.audio_io: reading, downmix, resampling, bad inputs, silence, pad/crop."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from thadcr.audio_io import (
+from thadcr.data.audio_io import (
     AudioError,
     crop_offset,
     fit_length,

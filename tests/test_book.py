@@ -7,7 +7,7 @@ coverage, the bibliography) and opens pages in headless Chromium: equations type
 MathJax, tables and audio players present, no code block or equation wider than the page at
 1280 px. Screenshots go to ``_build/screenshots/`` for a person to look at. Also checks the
 project files (LICENSE, CITATION.cff, the jupytext pairing of the notebooks) and the helpers the
-pages use (``thadcr.notebook``). Run alone with ``.venv/bin/pytest tests/test_book.py -m book``.
+pages use (``thadcr.interfaces.notebook``). Run alone with ``.venv/bin/pytest tests/test_book.py -m book``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 MATHJAX = ROOT / "book" / "_static" / "mathjax" / "tex-chtml.js"
 # the command line (and `python -m thadcr`) is a thin layer over documented functions
-NOT_ON_API_PAGE = {"__init__", "__main__", "cli"}
+NOT_ON_API_PAGE = {"thadcr.__main__", "thadcr.interfaces.cli"}
 
 # Raw TeX a reader must never see: delimiters MathJax should have consumed, and TeX commands.
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\(?:frac|sum|mathcal|mathrm|hat|bar|alpha|lambda)\b")
@@ -209,14 +209,15 @@ def test_index_redirects_to_the_start_page(book: Path) -> None:
 def test_api_page_documents_every_module(book: Path) -> None:
     source = (ROOT / "book" / "api.md").read_text(encoding="utf-8")
     built = (book / "book" / "api.html").read_text(encoding="utf-8")
-    modules = sorted(p.stem for p in (ROOT / "thadcr").glob("*.py") if p.stem not in NOT_ON_API_PAGE)
-    assert "config" in modules
-    unlisted = [m for m in modules if f".. automodule:: thadcr.{m}\n" not in source]
+    files = (p.relative_to(ROOT).with_suffix("") for p in (ROOT / "thadcr").rglob("*.py") if p.stem != "__init__")
+    modules = sorted({".".join(f.parts) for f in files if "__pycache__" not in f.parts} - NOT_ON_API_PAGE)
+    assert "thadcr.config" in modules
+    unlisted = [m for m in modules if f".. automodule:: {m}\n" not in source]
     assert not unlisted, f"add an automodule section to book/api.md for: {', '.join(unlisted)}"
-    undocumented = [m for m in modules if f'id="module-thadcr.{m}"' not in built]
+    undocumented = [m for m in modules if f'id="module-{m}"' not in built]
     assert not undocumented, (
         f"book/api.html lacks {', '.join(undocumented)}: the module failed to import during the build "
-        "(run `python -c 'import thadcr.<name>'` to see why)"
+        "(run `python -c 'import <module>'` to see why)"
     )
 
 
@@ -435,7 +436,7 @@ def test_experiments_pages_read_as_a_report(measured: dict[Path, dict]) -> None:
     """The Tables and Figures pages at 1280 px: every code cell folded (hide-input, a reader can
     open it), tables without a numbered index and with a reader's column names, every figure
     shown at the size it was drawn (so its labels are at the size the figure gives them: the
-    body text's, `thadcr.notebook.figure_style`); the method pages keep their code open."""
+    body text's, `thadcr.interfaces.notebook.figures.figure_style`); the method pages keep their code open."""
     for name in ("tables", "figures"):
         page = HTML / "notebooks" / f"{name}.html"
         cells = re.findall(r'<div class="cell( [^"]*)?"', page.read_text(encoding="utf-8"))
@@ -540,12 +541,12 @@ def test_notebook_code_fits_the_page() -> None:
     assert not long, "\n".join(long)
 
 
-# --- helpers of the pages (thadcr.notebook) ----------------------------------------------------
+# --- helpers of the pages (thadcr.interfaces.notebook) ----------------------------------------------------
 
 
 def test_model_diagram_labels_follow_the_config() -> None:
     from thadcr.config import make_config
-    from thadcr.notebook import diagram_labels
+    from thadcr.interfaces.notebook.method import diagram_labels
 
     paper = diagram_labels(make_config("paper-audiocaps"))
     assert paper["audio_levels"].split("\n") == ["$A^{s2}$ (B, 1024, 192)", "$A^{s3}$ (B, 256, 384)",
@@ -560,7 +561,7 @@ def test_model_diagram_labels_follow_the_config() -> None:
 
 
 def test_ranks_of_counts_ties_against_the_relevant_items() -> None:
-    from thadcr.notebook import ranks_of
+    from thadcr.interfaces.notebook.method import ranks_of
 
     scores = [0.9, 0.5, 0.5, 0.1, 0.7]
     assert ranks_of(scores, [False, True, False, False, False]).tolist() == [4]  # tied with item 2
@@ -568,7 +569,7 @@ def test_ranks_of_counts_ties_against_the_relevant_items() -> None:
 
 
 def test_scene_events_reads_the_scene_list(tmp_path: Path) -> None:
-    from thadcr.notebook import scene_events
+    from thadcr.interfaces.notebook.method import scene_events
 
     import csv
 
@@ -588,7 +589,7 @@ def test_scene_events_reads_the_scene_list(tmp_path: Path) -> None:
 def test_result_sentences_say_what_the_numbers_show() -> None:
     import numpy as np
 
-    from thadcr.notebook import confidence_sentence, factor_loss_sentence, table1_run_id
+    from thadcr.interfaces.notebook.method import confidence_sentence, factor_loss_sentence, table1_run_id
 
     assert table1_run_id("DCR") == "audiocaps-DCR-htsat-K8-a0.01-b0.005-s0"
     assert table1_run_id("DP (ResNet38)", seed=2) == "audiocaps-DP-resnet38-K8-a0.01-b0.005-s2"
@@ -629,7 +630,7 @@ def synthetic_claims():
 
 
 def test_claims_table_is_a_readers_table_over_any_columns_and_verdicts() -> None:
-    from thadcr.notebook import CLAIM_HEADERS, claims_table, verdict_colours, verdict_tally
+    from thadcr.interfaces.notebook.results import CLAIM_HEADERS, claims_table, verdict_colours, verdict_tally
 
     claims = synthetic_claims()
     table = claims_table(claims, titles={1: "first", 4: "fourth"})
@@ -677,7 +678,8 @@ def test_forest_plot_is_grouped_by_table_and_sized_for_its_rows(tmp_path: Path) 
     from matplotlib.colors import to_hex
     from PIL import Image
 
-    from thadcr.notebook import BODY_PX, COLUMN_PX, claims_forest_plot, verdict_colours
+    from thadcr.interfaces.notebook.figures import BODY_PX, COLUMN_PX, claims_forest_plot
+    from thadcr.interfaces.notebook.results import verdict_colours
 
     claims = synthetic_claims()
     fig = claims_forest_plot(claims, titles={1: "first"})
@@ -710,8 +712,8 @@ def pd_concat(claims):
 def test_paper_and_learning_tables_for_a_reader() -> None:
     import pandas as pd
 
-    from thadcr.notebook import learning_table, paper_table, run_labels
-    from thadcr.reproduce import METRICS
+    from thadcr.interfaces.notebook.results import learning_table, paper_table, run_labels
+    from thadcr.experiments.plan import METRICS
 
     rows = []
     for method, ours, std in (("DP (HTSAT)", 10.0, 0.41), ("THA", float("nan"), float("nan"))):

@@ -12,10 +12,11 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from thadcr import claims
-from thadcr.claims import CLAIMS, bootstrap_weights, claim_interval, claims_frame, residual_variance, rsum, t_quantile
-from thadcr.metrics import query_ranks, recalls_from_ranks, retrieval_metrics
-from thadcr.reproduce import METRICS, TABLES, ReproduceError, load_paper_results, plan
+from thadcr.experiments import claims
+from thadcr.experiments.claims import CLAIMS, bootstrap_weights, claim_interval, claims_frame, residual_variance, rsum, t_quantile
+from thadcr.run.metrics import query_ranks, recalls_from_ranks, retrieval_metrics
+from thadcr.experiments.plan import METRICS, TABLES, ReproduceError, plan
+from thadcr.experiments.tables import load_paper_results
 
 # ----------------------------------------------------------------------------- a generative model
 # Each query's latent score = setting effect + seed effect shared by the settings (what pairing
@@ -341,27 +342,6 @@ def test_bad_files_are_errors_naming_the_file(tmp_path, tiny_plan):
     (run / "metrics.json").write_text(json.dumps({"test": recalls_from_ranks(ranks["t2a"], ranks["a2t"])}))
     with pytest.raises(ReproduceError, match="different audiocaps test sets"):
         claims_frame(tmp_path, tiny_plan, paper, resamples=10)
-
-
-def test_forest_plot_draws_each_claim_the_paper_and_zero():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import pandas as pd
-
-    frame = pd.DataFrame({
-        "claim": ["A > B", "C > D", "E > F"], "table": [1, 2, 3], "effect": [3.0, -4.0, 0.5],
-        "ci_low": [1.0, -6.0, -2.0], "ci_high": [5.0, -2.0, 3.0], "paper_effect": [2.0, 1.0, 0.7],
-        "verdict": ["holds", "contradicted", "undecided"],
-    })  # fmt: skip
-    ax = claims.forest_plot(frame)
-    labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels == ["T1 A > B", "T2 C > D", "T3 E > F"]
-    assert ax.get_yticks()[0] == 2  # first claim on top
-    paper = ax.collections[-1].get_offsets()
-    assert np.allclose(paper[:, 0], [2.0, 1.0, 0.7])
-    assert any(list(line.get_xdata()) == [0.0, 0.0] for line in ax.get_lines())
-    assert len(ax.containers) == 3
 
 
 if __name__ == "__main__":

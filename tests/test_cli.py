@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 import thadcr
-from thadcr import cli
-from thadcr.audio_io import AudioError
-from thadcr.cli import main, parse_args
+from thadcr.interfaces import cli
+from thadcr.data.audio_io import AudioError
+from thadcr.interfaces.cli import main, parse_args
 from thadcr.config import ConfigError, allowed, valid_keys
-from thadcr.datasets import DatasetError
+from thadcr.data.readers import DatasetError
 from thadcr.errors import RunError, UsageError
-from thadcr.reproduce import PLAN_KEYS, ReproduceError
+from thadcr.experiments.plan import PLAN_KEYS, ReproduceError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -199,15 +199,13 @@ def test_reproduce_exit_statuses(tmp_path, capsys):
         assert main(base + bad) == 2, bad
         assert "thadcr reproduce: error:" in capsys.readouterr().err
     assert not (tmp_path / "tiny").exists()  # refused before anything ran
-    from thadcr import reproduce as rp
+    from thadcr.experiments.plan import plan, runs_dir
 
-    run = rp.plan("tiny", tables=(4,))[0]
-    (rp.runs_dir(tmp_path, "tiny") / run.run_id).mkdir(parents=True)
-    (rp.runs_dir(tmp_path, "tiny") / run.run_id / "metrics.json").write_text("{}")  # finished, config unreadable
+    run = plan("tiny", tables=(4,))[0]
+    (runs_dir(tmp_path, "tiny") / run.run_id).mkdir(parents=True)
+    (runs_dir(tmp_path, "tiny") / run.run_id / "metrics.json").write_text("{}")  # finished, config unreadable
     assert main(base) == 1  # the results folder is unusable: a run-time error
     assert "cannot read the run's recorded config" in capsys.readouterr().err
-    assert rp.main(base[1:]) == 1  # python -m thadcr.reproduce: the same statuses
-    assert rp.main(base[1:] + ["--jobs", "0"]) == 2
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "thadcr"):
@@ -256,7 +254,7 @@ def test_version_is_written_once_and_python_m_thadcr_is_the_command(capsys):
     assert done.returncode == 2 and "epochs must be positive (an integer), got 2.5" in done.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("thadcr.pretrain") is None, reason="thadcr.pretrain not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("thadcr.experiments.pretrain") is None, reason="thadcr.experiments.pretrain not written yet")
 def test_pretrain_is_a_subcommand(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["pretrain", "--help"])

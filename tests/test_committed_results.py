@@ -1,5 +1,5 @@
 """The committed tiny-profile results: repeatable bit for bit, made with the plan's settings, and
-the source of every figure the README and the Experiments page quote.
+the source of every figure the README, the Experiments page and the power notes quote.
 
 The re-trained run is the Clotho-like DP seed 0, the cheapest run of the plan. The tiny profile
 runs in portable numerics (`thadcr.numerics`), so the same run gives the same bits on any x86-64
@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thadcr import numerics_trace, reproduce
-from thadcr.claims import pooled_seed_sd
+from thadcr.run import numerics_trace
+
+from thadcr.experiments.plan import check_not_stale, is_complete, plan
+from thadcr.experiments.claims import pooled_seed_sd
 from thadcr.config import from_dict
-from thadcr.train import train
+from thadcr.run.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "tiny"
@@ -63,9 +65,9 @@ def test_the_reference_traces_repeat_here(tmp_path):
 
 
 def test_committed_runs_were_made_with_the_plans_settings_in_portable_numerics():
-    runs = reproduce.plan("tiny")
-    assert all(reproduce.is_complete(RUNS / run.run_id) for run in runs)
-    reproduce.check_not_stale(runs, RUNS)  # raises, listing the keys, if a run's config differs
+    runs = plan("tiny")
+    assert all(is_complete(RUNS / run.run_id) for run in runs)
+    check_not_stale(runs, RUNS)  # raises, listing the keys, if a run's config differs
     for run in runs:
         numerics = _metrics(run.run_id)["numerics"]
         assert numerics["mode"] == "portable" and numerics["torch_threads"] == 1, run.run_id
@@ -119,7 +121,7 @@ def test_run_figures_of_the_readme_and_the_experiments_page():
     ranges = [round(learning[f"{d}_x_chance"].agg(f), 1) for d in ("t2a", "a2t") for f in ("min", "max")]
     assert stated(README, r"test R@10 is #-#x chance text-to-audio and #-#x chance audio-to-text") == ranges
     assert stated(README, r"\(# of the 86 runs at least 3x both ways\), mean R-sum #") == [both, round(learning.rsum.mean(), 1)]
-    pooled, per_setting = pooled_seed_sd(learning.rsum.to_dict(), reproduce.plan("tiny"))
+    pooled, per_setting = pooled_seed_sd(learning.rsum.to_dict(), plan("tiny"))
     spread = [round(pooled, 1), round(min(per_setting.values()), 1), round(max(per_setting.values()), 1)]
     assert len(per_setting) == 3  # Table 1's rows without THA run 8 seeds
     assert stated(README, r"# points pooled over Table 1's three rows with 8 seeds \(# to # per row\)") == spread
@@ -171,3 +173,89 @@ def test_committed_run_notebooks_log_lines_not_progress_bars():
         text = path.read_text()
         assert "%|" not in text and "it/s]" not in text, path.parent.name
     assert sum(path.stat().st_size for path in notebooks) < 3.5e6
+
+
+POWER_NOTES = (ROOT / "docs" / "decisions" / "power.md").read_text()
+COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+
+
+def _claims() -> pd.DataFrame:
+    claims = pd.read_csv(RESULTS / "tables" / "claims.csv")
+    return claims.assign(half_width=(claims.ci_high - claims.ci_low) / 2)
+
+
+def _item(text: str, start: str) -> str:
+    """The list item of `text` that starts with `start`, up to the next item or paragraph."""
+    match = re.search(r"^- " + re.escape(start) + r".*?(?=^- |\n\n)", text, re.S | re.M)
+    assert match, f"no list item starts with {start!r}: the page no longer states it"
+    return match.group(0)
+
+
+def _named(item: str) -> set[str]:
+    return set(re.findall(r"`([^`]+)`", item))
+
+
+def _range(half_widths: pd.Series) -> list[float]:
+    return [round(half_widths.min(), 1), round(half_widths.max(), 1)]
+
+
+def test_the_experiments_page_reads_the_verdicts_as_claims_csv_has_them():
+    """The items under "What the runs say": the claims each names are those with its verdict, and
+    its counts, effect and half-widths are those of results/tiny/tables/claims.csv."""
+    claims = _claims()
+    tha = claims.claim.str.contains("THA")
+
+    def with_verdict(verdict: str) -> pd.DataFrame:
+        return claims[claims.verdict == verdict]
+
+    contradicted = _item(EXPERIMENTS, "**Where the miniature decides")
+    assert _named(contradicted) == set(with_verdict("contradicted").claim)
+    assert not tha[claims.verdict == "contradicted"].any()  # "The claims without THA ..."
+    word = re.search(r"and (\w+) are contradicted", contradicted)[1]
+    assert COUNT_WORDS[word] == len(with_verdict("contradicted"))
+
+    word = re.search(r"^- \*\*(\w+) claims hold:\*\*", EXPERIMENTS, re.M)[1]
+    assert COUNT_WORDS[word.lower()] == len(with_verdict("holds"))
+    holds = _item(EXPERIMENTS, f"**{word} claims hold:**")
+    assert _named(holds) == set(with_verdict("holds").claim)
+    adding_la = claims.set_index("claim").effect["DP+LD+LA > DP+LD"]
+    assert stated(holds, r"adding L_A: \+# points") == [round(adding_la, 1)]
+
+    others = _item(EXPERIMENTS, "**The other THA claims are undecided or smaller than the paper's**")
+    not_held = claims[tha & (claims.verdict != "holds")]
+    assert set(not_held.verdict) <= {"undecided", "smaller than the paper's"}
+    assert set(claims[tha & (claims.verdict == "holds")].claim) <= _named(holds)
+    assert stated(others, r"half-widths # to #") == _range(claims[tha].half_width)
+
+    ablations = _item(EXPERIMENTS, "**Tables 4-5**")
+    later = claims[claims.table >= 4]
+    assert _named(ablations) == set(later[later.verdict != "undecided"].claim)
+    assert stated(ablations, r"half-widths # to #") == _range(later.half_width)
+
+
+def test_the_power_notes_obtained_half_widths_are_claims_csv():
+    """The power notes' table of obtained half-widths by kind of claim, and the goals they meet,
+    recomputed from results/tiny/tables/claims.csv."""
+    claims = _claims()
+    tha = claims.claim.str.contains("THA")
+    resnet = claims.claim.str.contains("ResNet38") & ~tha
+    kinds = {
+        "HTS-AT vs ResNet38": claims[resnet],
+        "THA claims": claims[tha],
+        "without THA or ResNet38": claims[~tha & ~resnet & (claims.table <= 3)],
+        "K, alpha, beta": claims[claims.table >= 4],
+    }
+    assert sum(len(kind) for kind in kinds.values()) == len(claims)
+    for start, kind in kinds.items():
+        row = re.search(r"^\| " + re.escape(start) + r"[^|]*\| (\d+) \|[^|]+\| " + r"#-# \(#\) \|$".replace("#", NUMBER),
+                        POWER_NOTES, re.M)
+        assert row, f"the power notes no longer state the half-widths of {start!r}"
+        widths = kind.half_width
+        assert [float(x) for x in row.groups()] == [len(kind), *_range(widths), round(widths.median(), 1)], start
+    rows_without_tha = kinds["without THA or ResNet38"]
+    assert stated(POWER_NOTES, r"claims without THA \(half-widths #-#") == _range(rows_without_tha.half_width)
+    over_six = rows_without_tha[rows_without_tha.half_width > 6]
+    assert [(r.claim, r.dataset) for r in over_six.itertuples()] == [("DCR > DP (HTSAT)", "clotho")]
+    ablations = kinds["K, alpha, beta"]
+    word = re.search(r"Tables 4-5 at most 8 in (\w+) of six", POWER_NOTES)[1]
+    assert COUNT_WORDS[word] == int((ablations.half_width <= 8).sum()) and len(ablations) == 6

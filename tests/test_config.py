@@ -175,14 +175,14 @@ def test_a_profile_must_set_every_key(tmp_path, monkeypatch):
 
 
 def test_stale_settings_reads_unrecorded_keys_as_their_earlier_value(tmp_path):
-    from thadcr import reproduce as rp
+    from thadcr.experiments.plan import plan, stale_settings
 
-    run = rp.plan("tiny", tables=(4,))[0]
+    run = plan("tiny", tables=(4,))[0]
     recorded = run.config().to_dict()
     del recorded["model_selection"], recorded["specaug_time_masks"]  # both added to Config after runs existed
     (tmp_path / "metrics.json").write_text(json.dumps({"config": recorded}))
     # the tiny plan tests the last epoch; a run from before the key tested the best-validation one
-    assert rp.stale_settings(run, tmp_path) == {"model_selection": ("<absent>", "last")}
+    assert stale_settings(run, tmp_path) == {"model_selection": ("<absent>", "last")}
 
 
 def test_save_config_is_atomic_and_round_trips(tmp_path, monkeypatch):

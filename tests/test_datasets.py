@@ -1,5 +1,5 @@
-"""thadcr.datasets: Clotho/AudioCaps readers, missing audio, check_dataset, log-mel cache,
-frame cropping and the torch datasets. Fixtures are tiny files written with soundfile."""
+"""thadcr.data.readers, check, logmel and datasets: Clotho/AudioCaps readers, missing audio,
+check_dataset, log-mel cache, frame cropping and the torch datasets. Fixtures are tiny files written with soundfile."""
 
 import csv
 import logging
@@ -14,27 +14,15 @@ import torch
 from torch import nn
 
 from synthetic import write_clotho
-from thadcr import datasets, files
-from thadcr.audio_io import AudioError, load_audio, show_path
-from thadcr.cli import main
+from thadcr.data import logmel as logmel_module
+from thadcr import files
+from thadcr.data.audio_io import AudioError, load_audio, show_path
+from thadcr.interfaces.cli import main
 from thadcr.config import make_config, parse_override
-from thadcr.datasets import (
-    PAD_DB,
-    CaptionDataset,
-    ClipDataset,
-    DatasetError,
-    LogMelCache,
-    Problem,
-    Split,
-    check_dataset,
-    clip_frames,
-    collate,
-    crop_frames,
-    detect_layout,
-    load_split,
-    normalise_caption,
-    spec_augment,
-)
+from thadcr.data.check import check_dataset
+from thadcr.data.datasets import PAD_DB, CaptionDataset, ClipDataset, clip_frames, collate, crop_frames, spec_augment
+from thadcr.data.logmel import LogMelCache
+from thadcr.data.readers import DatasetError, Problem, Split, detect_layout, load_split, normalise_caption
 
 RATE = 32000
 HOP = 320
@@ -342,7 +330,7 @@ def test_missing_share_over_threshold_raises(tmp_path):
 
 def test_missing_share_under_threshold_excludes_and_warns_in_one_line(tmp_path, caplog):
     root = _four_clips(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="thadcr.datasets"):
+    with caplog.at_level(logging.WARNING, logger="thadcr.data.readers"):
         split = load_split(root, "clotho", "train", max_missing_share=0.5)
     assert split.clip_ids == ["c0.wav", "c2.wav"]
     assert split.captions == ["caption 0", "other 0", "caption 2", "other 2"]
@@ -380,7 +368,7 @@ def test_paper_audiocaps_profile_accepts_a_typical_download(tmp_path, caplog):
     for i in range(55):
         if i != 7:  # 1 of 55 gone: 1.8 %, as the paper's test split
             write_wav(tmp_path / "audio" / "test" / f"yid{i:02d}_30.wav", seconds=0.01, seed=i)
-    with caplog.at_level(logging.WARNING, logger="thadcr.datasets"):
+    with caplog.at_level(logging.WARNING, logger="thadcr.data.readers"):
         split = load_split(tmp_path, config.layout, "test", config.audio_pattern, config.max_missing_share)
     assert split.n_clips == 54 and "yid07" not in split.clip_ids and len(split.missing) == 1
     assert "left out 1 of 55 clips (1.82%) and 1 of 55 captions" in caplog.text
@@ -570,7 +558,7 @@ def test_cache_recomputes_a_corrupt_entry(tmp_path, caplog):
     good = cache.get(audio)
     cache.entry(audio).write_bytes(b"garbage")
     fresh = LogMelCache(cache.folder.parent, cache.logmel)  # nothing in memory
-    with caplog.at_level(logging.WARNING, logger="thadcr.datasets"):
+    with caplog.at_level(logging.WARNING, logger="thadcr.data.logmel"):
         again = fresh.get(audio)
     assert torch.equal(good, again) and cache.logmel.calls == 2 and "unusable" in caplog.text
 
@@ -582,8 +570,8 @@ def test_cache_keeps_recent_entries_in_memory_within_its_budget(tmp_path, monkey
     cache = LogMelCache(tmp_path / "cache", FakeLogMel(), memory_bytes=2 * one)
     values = [cache.get(c) for c in clips]  # the first is evicted by the third
     loads = []
-    real_load = datasets.torch.load
-    monkeypatch.setattr(datasets.torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    real_load = logmel_module.torch.load
+    monkeypatch.setattr(logmel_module.torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
     assert cache.get(clips[2]) is values[2] and cache.get(clips[1]) is values[1] and loads == []  # from memory
     assert torch.equal(cache.get(clips[0]), values[0]) and loads == [cache.entry(clips[0])]  # read from disk again
     assert cache._memory_used <= 2 * one and len(cache._memory) == 2
@@ -749,8 +737,8 @@ def test_collate(tmp_path):
 
 
 def test_real_front_end_pads_like_zero_samples(tmp_path):
-    """PAD_DB is what thadcr.audio.LogMel gives to digital silence; a 10 s clip fills clip_frames(10)."""
-    audio = pytest.importorskip("thadcr.audio")
+    """PAD_DB is what thadcr.model.audio.LogMel gives to digital silence; a 10 s clip fills clip_frames(10)."""
+    audio = pytest.importorskip("thadcr.model.audio")
     logmel = audio.LogMel(sample_rate=RATE)
     assert (logmel(torch.zeros(1, 3200)) == PAD_DB).all()
     cache = LogMelCache(tmp_path / "cache", logmel)

@@ -22,8 +22,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from thadcr import cli
-from thadcr import reproduce as rp
+from thadcr.interfaces import cli
+from thadcr.experiments.dry_run import GPU_CHECK_COMMAND, GPU_CHECK_FILE
+from thadcr.experiments.execution import execute, launcher_executor, train_arguments
+from thadcr.experiments.plan import METRICS, check_not_stale, plan, runs_dir, select_shard
 from thadcr.config import make_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +44,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def copy_runs(results: Path, run_ids, files=("metrics.json", "log.csv")) -> Path:
     """Copy committed tiny runs (only ``files`` of each) into ``results``; returns the runs folder."""
-    root = rp.runs_dir(results, "tiny")
+    root = runs_dir(results, "tiny")
     for run_id in run_ids:
         (root / run_id).mkdir(parents=True)
         for name in files:
@@ -74,7 +76,7 @@ def elsewhere(tmp_path, monkeypatch):
 def tiny_states(elsewhere):
     """Tiny results with every state: 27 committed runs done, one stale (epochs changed), one
     unreadable, one in progress after epoch 1, one missing."""
-    runs = rp.plan("tiny")
+    runs = plan("tiny")
     ids = [run.run_id for run in runs]
     stale, unreadable, partial, missing = ids[4], ids[7], ids[20], ids[30]
     root = copy_runs(elsewhere / "results", [i for i in ids if i not in (partial, missing)])
@@ -122,8 +124,8 @@ def test_dry_run_lists_every_state_of_the_tiny_plan_and_writes_nothing(tiny_stat
 
 
 def test_dry_run_lists_the_paper_plan_in_every_state(elsewhere, capsys):
-    runs = rp.plan("paper")
-    root = rp.runs_dir(elsewhere / "results", "paper")
+    runs = plan("paper")
+    root = runs_dir(elsewhere / "results", "paper")
     done, stale, partial = runs[1], runs[2], runs[3]
     for run in (done, stale):
         (root / run.run_id).mkdir(parents=True)
@@ -153,7 +155,7 @@ def test_dry_run_lists_the_paper_plan_in_every_state(elsewhere, capsys):
 # ----------------------------------------------------------------------------- the estimate
 def test_estimate_matches_the_committed_tiny_runs(elsewhere, capsys):
     """Steps from the profile and the data's size, step times from the finished runs' wall times."""
-    runs = rp.plan("tiny")
+    runs = plan("tiny")
     records = {run.run_id: json.loads((COMMITTED / run.run_id / "metrics.json").read_text()) for run in runs}
     left_out = "audiocaps-DCR-htsat-K8-a0.01-b0.005-s1"
     copy_runs(elsewhere / "results", [run.run_id for run in runs if run.run_id != left_out])
@@ -188,7 +190,7 @@ def test_estimate_without_data_or_timing_says_what_to_run(elsewhere, capsys):
     assert document["totals"]["hours_left"] is None and document["totals"]["runs_without_estimate"] == 31
     notes = "\n".join(document["notes"])
     assert "audiocaps: data not found at data/audiocaps: steps unknown" in notes
-    assert rp.GPU_CHECK_COMMAND in notes and "benchmarks/out/gpu_check.json not found" in notes
+    assert GPU_CHECK_COMMAND in notes and "benchmarks/out/gpu_check.json not found" in notes
 
 
 def write_gpu_check(path: Path, batch: int = 32, profile: str = "paper-audiocaps") -> Path:
@@ -204,7 +206,7 @@ def write_gpu_check(path: Path, batch: int = 32, profile: str = "paper-audiocaps
 def test_estimate_from_gpu_check_and_data_on_disk(elsewhere, capsys):
     from synthetic import write_clotho
 
-    write_gpu_check(elsewhere / rp.GPU_CHECK_FILE)
+    write_gpu_check(elsewhere / GPU_CHECK_FILE)
     write_clotho(elsewhere / "data" / "clotho", counts=(40, 2, 2), captions_per_clip=5)  # 200 training captions
     rows = json_listing(capsys, "--profile", "paper", "--tables", "2")["runs"]
     expected = {"DP": 0.4, "THA": 0.6, "THA+DP": 0.6, "DCR": 0.4, "THA+DCR": 0.7}
@@ -229,12 +231,12 @@ def test_estimate_from_gpu_check_and_data_on_disk(elsewhere, capsys):
 # ----------------------------------------------------------------------------- shards
 @pytest.mark.parametrize("count", [1, 3, 8])
 def test_dry_run_shows_each_shards_runs_and_hours(elsewhere, capsys, count):
-    runs = rp.plan("tiny")
+    runs = plan("tiny")
     copy_runs(elsewhere / "results", [run.run_id for run in runs[::2]])  # every other run done
     hours_left = {}
     for index in range(count):
         document = json_listing(capsys, "--profile", "tiny", "--results", "results", "--shard", f"{index}/{count}")
-        mine = rp.select_shard(runs, f"{index}/{count}")
+        mine = select_shard(runs, f"{index}/{count}")
         assert [row["run"] for row in document["runs"]] == [run.run_id for run in mine]
         assert {row["shard"] for row in document["runs"]} == {f"{index}/{count}"}
         assert document["totals"]["hours_left"] == pytest.approx(sum(row["hours_left"] for row in document["runs"]))
@@ -275,7 +277,7 @@ RUN_FILES = ("metrics.json", "log.csv", "test_ranks.npz", "factors.npz")
 
 
 def test_render_only_writes_the_committed_tables_from_the_committed_runs(tmp_path, capsys):
-    runs = rp.plan("tiny")
+    runs = plan("tiny")
     root = copy_runs(tmp_path, [run.run_id for run in runs], RUN_FILES)
     before = tree_digest(root)
     status, out = listing(capsys, "--profile", "tiny", "--results", str(tmp_path), "--render-only")
@@ -286,7 +288,7 @@ def test_render_only_writes_the_committed_tables_from_the_committed_runs(tmp_pat
 
 
 def test_render_only_with_missing_or_stale_runs(tmp_path, capsys):
-    runs = rp.plan("tiny", tables=(4,), seeds=1)
+    runs = plan("tiny", tables=(4,), seeds=1)
     root = copy_runs(tmp_path, [run.run_id for run in runs[:2]], RUN_FILES)
     args = ["--profile", "tiny", "--tables", "4", "--seeds", "1", "--results", str(tmp_path), "--render-only"]
     assert cli.main(["reproduce", *args]) == 1
@@ -306,20 +308,20 @@ def test_render_only_with_missing_or_stale_runs(tmp_path, capsys):
 # ----------------------------------------------------------------------------- --launcher
 @pytest.mark.parametrize("profile", ["tiny", "paper"])
 def test_train_arguments_give_each_run_its_config(profile):
-    for run in rp.plan(profile, overrides={"epochs": 3, "cache_dir": "2024", "text_layers": [1, 2, 3]}):
+    for run in plan(profile, overrides={"epochs": 3, "cache_dir": "2024", "text_layers": [1, 2, 3]}):
         for resume in (False, True):
             parameters = run.parameters(Path("out") / run.run_id, resume)
-            args = cli.parse_args(rp.train_arguments(parameters))
+            args = cli.parse_args(train_arguments(parameters))
             assert (args.command, args.out, args.resume) == ("train", str(Path("out") / run.run_id), resume)
             assert make_config(args.profile, args.overrides) == run.config()
 
 
 STUB_LAUNCHER = """import json, sys
 from pathlib import Path
-from thadcr.cli import parse_args
+from thadcr.interfaces.cli import parse_args
 from thadcr.config import make_config
 
-assert sys.argv[1:3] == ["-m", "thadcr.cli"], sys.argv
+assert sys.argv[1:3] == ["-m", "thadcr.interfaces.cli"], sys.argv
 args = parse_args(sys.argv[3:])
 config = make_config(args.profile, args.overrides)
 test = {m: float(config.n_factors) for m in ("t2a_R1", "t2a_R5", "t2a_R10", "a2t_R1", "a2t_R5", "a2t_R10")}
@@ -338,16 +340,16 @@ def stub_launcher(tmp_path) -> str:
 
 @pytest.mark.slow
 def test_launcher_trains_runs_the_plan_then_finds_not_stale(tmp_path, stub_launcher):
-    runs = rp.plan("tiny", tables=(4,))
-    (rp.runs_dir(tmp_path, "tiny") / runs[1].run_id).mkdir(parents=True)  # an interrupted attempt
-    record = rp.execute(runs, tmp_path, executor=rp.launcher_executor(stub_launcher), progress=False)
+    runs = plan("tiny", tables=(4,))
+    (runs_dir(tmp_path, "tiny") / runs[1].run_id).mkdir(parents=True)  # an interrupted attempt
+    record = execute(runs, tmp_path, executor=launcher_executor(stub_launcher), progress=False)
     assert record["done"] == [run.run_id for run in runs] and record["failed"] == {}
-    log = (rp.runs_dir(tmp_path, "tiny") / runs[1].run_id / "papermill.log").read_text()
-    assert "-m thadcr.cli train --profile tiny --out" in log and "--resume" in log and "resume\n" in log
-    rp.check_not_stale(runs, rp.runs_dir(tmp_path, "tiny"))  # the launched config is the plan's
-    failing = rp.launcher_executor(f"{sys.executable} -c 'import sys; sys.exit(3)'")
-    more = rp.plan("tiny", tables=(5,))[:1]  # not one of Table 4's
-    failed = rp.execute(more, tmp_path, executor=failing, progress=False)["failed"]
+    log = (runs_dir(tmp_path, "tiny") / runs[1].run_id / "papermill.log").read_text()
+    assert "-m thadcr.interfaces.cli train --profile tiny --out" in log and "--resume" in log and "resume\n" in log
+    check_not_stale(runs, runs_dir(tmp_path, "tiny"))  # the launched config is the plan's
+    failing = launcher_executor(f"{sys.executable} -c 'import sys; sys.exit(3)'")
+    more = plan("tiny", tables=(5,))[:1]  # not one of Table 4's
+    failed = execute(more, tmp_path, executor=failing, progress=False)["failed"]
     assert "exited with status 3" in failed[more[0].run_id] and "run.ipynb" not in failed[more[0].run_id]
 
 
@@ -382,11 +384,11 @@ def test_slurm_script_turns_the_array_task_into_a_shard(task, shard):
 
 @pytest.mark.parametrize("count", [1, 5, 31, 40])
 def test_slurm_array_covers_the_plan_once(count):
-    runs = rp.plan("paper")
+    runs = plan("paper")
     taken = []
     for task in range(count):
         out = slurm(task=(task, count, 0, count - 1), THADCR="echo").stdout.split()
-        taken += rp.select_shard(runs, out[out.index("--shard") + 1])
+        taken += select_shard(runs, out[out.index("--shard") + 1])
     assert sorted(run.run_id for run in taken) == sorted(run.run_id for run in runs)
 
 
@@ -444,13 +446,13 @@ def test_slurm_recipe_on_the_tiny_profile(tmp_path, stub_launcher):
     thadcr = str(REPO / ".venv" / "bin" / "thadcr")
     env = {"THADCR": thadcr, "THADCR_PROFILE": "tiny", "THADCR_RESULTS": str(tmp_path / "results"),
            "THADCR_LAUNCHER": stub_launcher}  # fmt: skip
-    runs = rp.plan("tiny", tables=(4,), seeds=1)
+    runs = plan("tiny", tables=(4,), seeds=1)
     first = slurm("shard", "--tables", "4", "--seeds", "1", task=(1, 3, 0, 2), **env)
     assert first.returncode == 0, first.stderr
     assert "1 run(s) done, 0 already complete, 0 failed" in first.stdout
     render = slurm("render", "--tables", "4", "--seeds", "1", **env)
     assert render.returncode == 1 and "1 of 3 run(s) complete" in render.stdout
-    interrupted = rp.runs_dir(tmp_path / "results", "tiny") / runs[2].run_id
+    interrupted = runs_dir(tmp_path / "results", "tiny") / runs[2].run_id
     interrupted.mkdir()  # task 2 was stopped mid-run: its requeued task resumes the run
     for task in (0, 2):
         assert slurm("shard", "--tables", "4", "--seeds", "1", task=(task, 3, 0, 2), **env).returncode == 0
@@ -458,5 +460,5 @@ def test_slurm_recipe_on_the_tiny_profile(tmp_path, stub_launcher):
     render = slurm("render", "--tables", "4", "--seeds", "1", **env)
     assert render.returncode == 0 and "3 of 3 run(s) complete" in render.stdout
     table = pd.read_csv(tmp_path / "results" / "tiny" / "tables" / "table4.csv")
-    recalls = table[table.metric.isin(rp.METRICS)]
+    recalls = table[table.metric.isin(METRICS)]
     assert set(recalls.n_runs) == {1} and sorted(set(recalls.ours_mean)) == [6.0, 8.0, 10.0]  # the stub's recall: K

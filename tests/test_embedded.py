@@ -1,4 +1,4 @@
-"""Tests of the embedded data set builder (thadcr.embedded), on a synthetic packages folder.
+"""Tests of the embedded data set builder (thadcr.data.embedded), on a synthetic packages folder.
 
 No network and no apt: the fixture writes fake extracted package trees (the real packages'
 paths, generated WAV/OGG audio, an OpenSFX-style container, a ufoai-style zip).
@@ -12,7 +12,10 @@ import hashlib
 import io
 import json
 import math
+import os
+import shutil
 import struct
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -21,8 +24,32 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from thadcr import embedded
-from thadcr.embedded import EmbeddedDataError, Event, Scene
+from thadcr.data.embedded.build import FLAVOURS, SPLITS, build, label_file_name, write_wav
+from thadcr.data.embedded.inventory import (
+    TARGET_DB,
+    PhraseSet,
+    Recording,
+    active_rms_db,
+    assign_splits,
+    inventory,
+    load_classes,
+    load_recordings,
+    load_sources,
+    prepare_audio,
+    split_counts,
+)
+from thadcr.data.embedded.packages import (
+    PACKAGES,
+    EmbeddedDataError,
+    apt_download,
+    extract_deb,
+    fetch_packages,
+    keep_member,
+    licence_for,
+    parse_copyright,
+    read_opensfx_cat,
+)
+from thadcr.data.embedded.scenes import PEAK, Event, Scene, plan_scene, render_scene, scene_captions
 
 SR = 16000  # build rate in these tests (small files)
 CLIP = 2.0
@@ -120,7 +147,7 @@ def packages(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(packages, tmp_path_factory):
     out = tmp_path_factory.mktemp("built") / "embedded"
-    summary = embedded.build(out, packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR, progress=False, **SIZES)
+    summary = build(out, packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR, progress=False, **SIZES)
     return out, summary
 
 
@@ -143,7 +170,7 @@ def test_opensfx_container_is_parsed_with_clamped_chunks(tmp_path):
     a, b = _sound(1, 0.5, 44100), _sound(2, 0.25, 22050)
     write_cat(tmp_path / "x.cat", [('"Sheep". License: Creative Commons Zero 1.0.', _riff(a, 44100, 129)),
                                     ('"Unused". Empty.', b""), ('"Cow".', _riff(b, 22050, 0))])
-    entries = embedded.read_opensfx_cat(tmp_path / "x.cat")
+    entries = read_opensfx_cat(tmp_path / "x.cat")
     assert [e[0] for e in entries] == ['"Sheep". License: Creative Commons Zero 1.0.', '"Unused". Empty.', '"Cow".']
     for (text, wave, rate), (source, source_rate) in zip([entries[0], entries[2]], [(a, 44100), (b, 22050)]):
         expected = (np.clip(source, -1, 1) * 32767).astype(np.int16).astype(np.float64) / 32768.0
@@ -155,7 +182,7 @@ def test_opensfx_container_is_parsed_with_clamped_chunks(tmp_path):
 def test_opensfx_damaged_container_names_the_file(tmp_path):
     (tmp_path / "bad.cat").write_bytes(struct.pack("<II", 0x80000008, 10_000))
     with pytest.raises(EmbeddedDataError, match=r"bad\.cat: entry 0 points outside the file"):
-        embedded.read_opensfx_cat(tmp_path / "bad.cat")
+        read_opensfx_cat(tmp_path / "bad.cat")
 
 
 def _ar(members: list[tuple[str, bytes]]) -> bytes:
@@ -178,14 +205,14 @@ def test_deb_is_extracted_in_python_keeping_only_audio_and_text(tmp_path):
             archive.addfile(info, io.BytesIO(data))
     deb = tmp_path / "qabcs-data_1.0-1_all.deb"
     deb.write_bytes(_ar([("debian-binary", b"2.0\n"), ("control.tar.xz", b"x" * 7), ("data.tar.xz", buffer.getvalue())]))
-    count = embedded.extract_deb(deb, tmp_path / "qabcs-data", keep=lambda n: embedded._keep_member("qabcs-data", n))
+    count = extract_deb(deb, tmp_path / "qabcs-data", keep=lambda n: keep_member("qabcs-data", n))
     kept = sorted(p.relative_to(tmp_path / "qabcs-data").as_posix() for p in (tmp_path / "qabcs-data").rglob("*") if p.is_file())
     assert count == 2 and kept == ["usr/share/doc/qabcs-data/copyright", "usr/share/qabcs/abcs/all/noises/dog.ogg"]
     assert (tmp_path / "qabcs-data/usr/share/qabcs/abcs/all/noises/dog.ogg").read_bytes() == b"OggS-dog"
     assert not (tmp_path / "qabcs-data.partial").exists()
     (tmp_path / "not-a-deb_1_all.deb").write_bytes(b"garbage")
     with pytest.raises(EmbeddedDataError, match="not a Debian package"):
-        embedded.extract_deb(tmp_path / "not-a-deb_1_all.deb", tmp_path / "x", keep=lambda n: True)
+        extract_deb(tmp_path / "not-a-deb_1_all.deb", tmp_path / "x", keep=lambda n: True)
 
 
 def test_fetch_packages_extracts_a_deb_from_the_folder_without_apt(tmp_path, monkeypatch):
@@ -195,15 +222,15 @@ def test_fetch_packages_extracts_a_deb_from_the_folder_without_apt(tmp_path, mon
         info.size = 4
         archive.addfile(info, io.BytesIO(b"OggS"))
     (tmp_path / "qabcs-data_2.0-1_all.deb").write_bytes(_ar([("debian-binary", b"2.0\n"), ("data.tar.gz", buffer.getvalue())]))
-    monkeypatch.setattr(embedded, "PACKAGES", {"qabcs-data": "usr/share/qabcs/abcs/all/noises"})
-    monkeypatch.setattr(embedded.shutil, "which", lambda name: None)  # apt would raise
-    trees = embedded.fetch_packages(tmp_path, progress=False)
+    monkeypatch.setattr("thadcr.data.embedded.packages.PACKAGES", {"qabcs-data": "usr/share/qabcs/abcs/all/noises"})
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # apt would raise
+    trees = fetch_packages(tmp_path, progress=False)
     assert trees == {"qabcs-data": tmp_path / "qabcs-data"}
     assert (tmp_path / "qabcs-data/usr/share/qabcs/abcs/all/noises/cat.ogg").read_bytes() == b"OggS"
 
 
 def test_tuxpaint_spoken_descriptions_are_not_extracted():
-    keep = embedded._keep_member
+    keep = keep_member
     assert keep("tuxpaint-stamps-default", "usr/share/tuxpaint/stamps/animals/birds/owl.ogg")
     assert keep("tuxpaint-stamps-default", "usr/share/tuxpaint/stamps/animals/birds/owl.txt")
     assert not keep("tuxpaint-stamps-default", "usr/share/tuxpaint/stamps/animals/birds/owl_desc_fr.ogg")
@@ -212,9 +239,9 @@ def test_tuxpaint_spoken_descriptions_are_not_extracted():
 
 
 def test_missing_apt_gives_a_clear_message(tmp_path, monkeypatch):
-    monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(EmbeddedDataError) as error:
-        embedded.fetch_packages(tmp_path / "empty", progress=False)
+        fetch_packages(tmp_path / "empty", progress=False)
     message = str(error.value)
     assert "apt-get was not found" in message and "--packages DIR" in message and "qabcs-data" in message
 
@@ -224,28 +251,28 @@ def test_missing_package_lists_as_non_root_say_to_update(tmp_path, monkeypatch):
 
     def fake_run(command, cwd):
         calls.append(command[1])
-        return embedded.subprocess.CompletedProcess(command, 100, "", "E: Unable to locate package qabcs-data")
+        return subprocess.CompletedProcess(command, 100, "", "E: Unable to locate package qabcs-data")
 
-    monkeypatch.setattr(embedded.shutil, "which", lambda name: "/usr/bin/apt-get")
-    monkeypatch.setattr(embedded, "_run", fake_run)
-    monkeypatch.setattr(embedded.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/apt-get")
+    monkeypatch.setattr("thadcr.data.embedded.packages.run_command", fake_run)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(EmbeddedDataError, match=r"sudo apt-get update"):
-        embedded.apt_download(["qabcs-data"], tmp_path)
-    monkeypatch.setattr(embedded.os, "geteuid", lambda: 0)  # root: update once, retry, then report
+        apt_download(["qabcs-data"], tmp_path)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # root: update once, retry, then report
     calls.clear()
     with pytest.raises(EmbeddedDataError, match=r"exit 100.*--packages DIR"):
-        embedded.apt_download(["qabcs-data"], tmp_path)
+        apt_download(["qabcs-data"], tmp_path)
     assert calls == ["download", "update", "download"]
 
 
 def test_copyright_stanzas_last_match_wins():
     text = ("Files: *\nCopyright: 2011 MIT\nLicense: GPL-2\n\nFiles: Help/* Media/*\n Projects\n"
             "Copyright: 2011 MIT\n 2012 Someone\nLicense: CC-BY-SA-3.0\n\nLicense: GPL-2\n text of the licence\n")
-    stanzas = embedded.parse_copyright(text)
+    stanzas = parse_copyright(text)
     assert stanzas == [(["*"], "GPL-2", "2011 MIT"), (["Help/*", "Media/*", "Projects"], "CC-BY-SA-3.0", "2011 MIT; 2012 Someone")]
-    assert embedded.licence_for(stanzas, "usr/share/scratch/Media/Sounds/Animal/Dog1.wav")[0] == "CC-BY-SA-3.0"
-    assert embedded.licence_for(stanzas, "usr/share/scratch/src/x.c")[0] == "GPL-2"
-    assert embedded.licence_for([], "a")[0] == "unknown"
+    assert licence_for(stanzas, "usr/share/scratch/Media/Sounds/Animal/Dog1.wav")[0] == "CC-BY-SA-3.0"
+    assert licence_for(stanzas, "usr/share/scratch/src/x.c")[0] == "GPL-2"
+    assert licence_for([], "a")[0] == "unknown"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,8 +281,8 @@ def test_copyright_stanzas_last_match_wins():
 
 
 def test_curated_tables_are_consistent():
-    classes = embedded.load_classes()
-    rows = embedded.load_sources(classes=classes)
+    classes = load_classes()
+    rows = load_sources(classes=classes)
     used = {r["class"] for r in rows if r["class"]}
     assert used == set(classes), "every class has recordings and every class used is defined"
     for phrases in classes.values():
@@ -271,18 +298,18 @@ def test_table_errors_name_the_row(tmp_path):
     bad = tmp_path / "sources.csv"
     bad.write_text("package,path,class,group,note\nqabcs-data,dog.ogg,unicorn,,\n")
     with pytest.raises(EmbeddedDataError, match=r"line 2: class 'unicorn' is not in"):
-        embedded.load_sources(bad)
+        load_sources(bad)
     bad.write_text("package,path,class,group,note\nqabcs-data,dog.ogg,,,\n")
     with pytest.raises(EmbeddedDataError, match=r"line 2: a dropped row needs the reason"):
-        embedded.load_sources(bad)
+        load_sources(bad)
     bad.write_text("package,path,class,group,note\nqabcs-data,dog.ogg,dog,g,\nqabcs-data,cat.ogg,cat,g,\n")
     with pytest.raises(EmbeddedDataError, match=r"group 'g' spans classes"):
-        embedded.load_sources(bad)
+        load_sources(bad)
 
 
 def test_inventory_matches_exact_rows_then_globs(packages):
-    trees = {p: packages / p for p in embedded.PACKAGES}
-    recordings, readers, drops, missing = embedded.inventory(trees)
+    trees = {p: packages / p for p in PACKAGES}
+    recordings, readers, drops, missing = inventory(trees)
     kinds = {r.key: (r.cls, r.kind) for r in recordings}
     assert kinds["qabcs-data:dog.ogg"] == ("dog", "event")
     assert kinds["ufoai-sound:sound/ambience/water02.ogg"] == ("water", "background")
@@ -320,22 +347,22 @@ def _active_rms_db_literal(wave: np.ndarray, rate: int) -> float:
 def test_active_rms_matches_literal_definition():
     rng = np.random.default_rng(0)
     wave = np.concatenate([0.001 * rng.standard_normal(900), 0.3 * rng.standard_normal(1700), 0.05 * rng.standard_normal(333)])
-    assert embedded.active_rms_db(wave.astype(np.float32), 8000) == pytest.approx(_active_rms_db_literal(wave, 8000), abs=1e-4)
-    assert embedded.active_rms_db(np.zeros(100, np.float32), 8000) == -math.inf
+    assert active_rms_db(wave.astype(np.float32), 8000) == pytest.approx(_active_rms_db_literal(wave, 8000), abs=1e-4)
+    assert active_rms_db(np.zeros(100, np.float32), 8000) == -math.inf
 
 
 def test_prepare_audio_trims_normalises_and_drops_silence():
     rate = 8000
     tone = (0.01 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
     wave = np.concatenate([np.zeros(rate // 2, np.float32), tone, np.zeros(rate // 4, np.float32)])
-    out = embedded.prepare_audio(wave, rate, rate)
+    out = prepare_audio(wave, rate, rate)
     assert out.dtype == np.float32 and abs(len(out) - rate) <= rate // 100  # silence trimmed to 10 ms frames
-    assert _active_rms_db_literal(out, rate) == pytest.approx(embedded.TARGET_DB, abs=0.05)
-    assert embedded.prepare_audio(np.zeros(rate, np.float32), rate, rate) is None
-    assert embedded.prepare_audio(tone * 1e-3, rate, rate) is None  # -83 dBFS: silent
-    resampled = embedded.prepare_audio(tone, rate, 16000)
+    assert _active_rms_db_literal(out, rate) == pytest.approx(TARGET_DB, abs=0.05)
+    assert prepare_audio(np.zeros(rate, np.float32), rate, rate) is None
+    assert prepare_audio(tone * 1e-3, rate, rate) is None  # -83 dBFS: silent
+    resampled = prepare_audio(tone, rate, 16000)
     assert abs(len(resampled) - 2 * rate) <= 16000 // 100
-    loud = embedded.prepare_audio(np.sign(tone) * 0.9 + tone, rate, rate)  # square-ish wave: peak limited
+    loud = prepare_audio(np.sign(tone) * 0.9 + tone, rate, rate)  # square-ish wave: peak limited
     assert np.abs(loud).max() <= 0.99 + 1e-6
 
 
@@ -344,21 +371,21 @@ def test_prepare_audio_trims_normalises_and_drops_silence():
 # ---------------------------------------------------------------------------------------------
 
 
-def _recordings(spec: dict[str, int]) -> list[embedded.Recording]:
-    return [embedded.Recording(f"p:{c}{i}", "p", f"{c}{i}", c, "event", f"p:{c}{i // 2 if c == 'grouped' else i}", "", "", "")
+def _recordings(spec: dict[str, int]) -> list[Recording]:
+    return [Recording(f"p:{c}{i}", "p", f"{c}{i}", c, "event", f"p:{c}{i // 2 if c == 'grouped' else i}", "", "", "")
             for c, n in spec.items() for i in range(n)]
 
 
 def test_split_counts_and_stratification():
-    assert embedded.split_counts(1, "x") == (0, 0)
-    assert sum(embedded.split_counts(2, "x")) == 1
-    assert embedded.split_counts(3, "x") == (1, 1) and embedded.split_counts(10, "x") == (2, 2)
+    assert split_counts(1, "x") == (0, 0)
+    assert sum(split_counts(2, "x")) == 1
+    assert split_counts(3, "x") == (1, 1) and split_counts(10, "x") == (2, 2)
     spec = {"a": 1, "b": 2, "c": 3, "d": 10, "grouped": 8}
     recordings = _recordings(spec)
-    splits = embedded.assign_splits(recordings, seed=0)
+    splits = assign_splits(recordings, seed=0)
     for cls, n in spec.items():
         groups = {r.group for r in recordings if r.cls == cls}
-        n_val, n_test = embedded.split_counts(len(groups), cls)
+        n_val, n_test = split_counts(len(groups), cls)
         got = [splits[r.key] for r in recordings if r.cls == cls]
         group_split = {}
         for r in recordings:
@@ -367,10 +394,10 @@ def test_split_counts_and_stratification():
         assert list(group_split.values()).count("validation") == n_val
         assert list(group_split.values()).count("evaluation") == n_test
         assert "development" in got
-    assert splits == embedded.assign_splits(list(reversed(recordings)), seed=0), "order-independent"
-    without_d = embedded.assign_splits([r for r in recordings if r.cls != "d"], seed=0)
+    assert splits == assign_splits(list(reversed(recordings)), seed=0), "order-independent"
+    without_d = assign_splits([r for r in recordings if r.cls != "d"], seed=0)
     assert all(without_d[k] == splits[k] for k in without_d), "a class's split does not depend on other classes"
-    assert any(embedded.assign_splits(recordings, seed=s) != splits for s in range(1, 5))
+    assert any(assign_splits(recordings, seed=s) != splits for s in range(1, 5))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +406,7 @@ def test_split_counts_and_stratification():
 
 
 def _pools(n_classes: int = 6):
-    classes = embedded.load_classes()
+    classes = load_classes()
     events = [c for c, p in classes.items() if p.kind == "event"][:n_classes] + ["steps_gravel"]
     pool = {c: [f"{c}:1", f"{c}:2"] for c in events}
     background_pool = {"wind": ["wind:1"], "fire": ["fire:1"]}
@@ -391,7 +418,7 @@ def _pools(n_classes: int = 6):
 def test_scene_timeline_invariants():
     classes, pool, background_pool, lengths = _pools()
     for seed in range(300):
-        scene = embedded.plan_scene(np.random.default_rng(seed), pool, background_pool, lengths, classes, 5.0)
+        scene = plan_scene(np.random.default_rng(seed), pool, background_pool, lengths, classes, 5.0)
         events = scene.events
         assert 1 <= len(events) <= 3 and len({e.cls for e in events}) == len(events)
         assert len(scene.relations) == len(events) - 1
@@ -436,7 +463,7 @@ def _render_literal(scene: Scene, audio: dict, rate: int, clip: float) -> np.nda
             if onset + j < n:
                 mix[onset + j] += wave[j] * 10 ** (e.gain_db / 20)
     peak = max(abs(v) for v in mix)
-    scale = embedded.PEAK / peak if peak > embedded.PEAK else 1.0
+    scale = PEAK / peak if peak > PEAK else 1.0
     return np.array([v * scale for v in mix])
 
 
@@ -448,20 +475,20 @@ def test_render_matches_literal_mix():
     scene = Scene([Event("a", "dog", 0.1, 0.65, -1.0, False), Event("b", "cat", 0.4, 0.3, 1.5, False),
                    Event("step", "steps_gravel", 1.0, 0.95, 0.0, False, repeats=4, interval=0.25)],
                   ["overlap", "sequence"], "bg", "wind", -6.0, 0.2)
-    out = embedded.render_scene(scene, audio, rate, clip)
+    out = render_scene(scene, audio, rate, clip)
     assert out.shape == (2000,) and out.dtype == np.float32
     np.testing.assert_allclose(out, _render_literal(scene, audio, rate, clip), atol=2e-6)
     loud = Scene([Event("a", "dog", 0.0, 0.7, 20.0, False)], [])  # +20 dB: peak limited to PEAK
-    out = embedded.render_scene(loud, audio, rate, clip)
-    assert np.abs(out).max() == pytest.approx(embedded.PEAK, rel=1e-6)
+    out = render_scene(loud, audio, rate, clip)
+    assert np.abs(out).max() == pytest.approx(PEAK, rel=1e-6)
     np.testing.assert_allclose(out, _render_literal(loud, audio, rate, clip), atol=2e-6)
 
 
 def test_distant_event_is_quieter_and_low_passed():
     rate = 16000
     noise = np.random.default_rng(0).standard_normal(rate).astype(np.float32) * 0.1
-    near = embedded.render_scene(Scene([Event("n", "dog", 0.0, 1.0, -14.0, False)], []), {"n": noise}, rate, 1.0)
-    far = embedded.render_scene(Scene([Event("n", "dog", 0.0, 1.0, -14.0, True)], []), {"n": noise}, rate, 1.0)
+    near = render_scene(Scene([Event("n", "dog", 0.0, 1.0, -14.0, False)], []), {"n": noise}, rate, 1.0)
+    far = render_scene(Scene([Event("n", "dog", 0.0, 1.0, -14.0, True)], []), {"n": noise}, rate, 1.0)
     spectrum_near, spectrum_far = np.abs(np.fft.rfft(near)) ** 2, np.abs(np.fft.rfft(far)) ** 2
     high = np.fft.rfftfreq(rate, 1 / rate) > 4000
     assert spectrum_far[high].sum() < 0.05 * spectrum_near[high].sum()
@@ -476,8 +503,8 @@ def test_captions_are_distinct_mention_every_event_and_keep_order():
     classes, pool, background_pool, lengths = _pools()
     for seed in range(150):
         rng = np.random.default_rng(seed)
-        scene = embedded.plan_scene(rng, pool, background_pool, lengths, classes, 5.0)
-        captions = embedded.scene_captions(scene, classes, rng)
+        scene = plan_scene(rng, pool, background_pool, lengths, classes, 5.0)
+        captions = scene_captions(scene, classes, rng)
         assert len(captions) == 5 and len({c.lower() for c in captions}) == 5
         for caption in captions:
             assert caption[0].isupper() and caption.endswith(".")
@@ -495,22 +522,22 @@ def test_captions_are_distinct_mention_every_event_and_keep_order():
 
 
 def test_caption_words_follow_the_timeline():
-    classes = embedded.load_classes()
+    classes = load_classes()
     dog, cat = Event("d", "dog", 0.0, 1.0, 0.0, False), Event("c", "cat", 2.0, 1.0, 0.0, False)
     rng = np.random.default_rng(0)
-    sequential = embedded.scene_captions(Scene([dog, cat], ["sequence"]), classes, rng, n=5)
+    sequential = scene_captions(Scene([dog, cat], ["sequence"]), classes, rng, n=5)
     words = (" then ", " followed by ", " before ", " after ")
     assert all(any(w in c.lower() for w in words) for c in sequential), sequential
     cat_overlap = Event("c", "cat", 0.5, 1.0, 0.0, False)
-    overlapping = embedded.scene_captions(Scene([dog, cat_overlap], ["overlap"]), classes, rng, n=5)
+    overlapping = scene_captions(Scene([dog, cat_overlap], ["overlap"]), classes, rng, n=5)
     assert all(any(w in c.lower() for w in (" while ", " as ", " along with ", " mixed with ")) for c in overlapping)
     assert not any(" then " in c.lower() or " followed by " in c.lower() for c in overlapping)
 
 
 def test_too_few_phrase_variants_is_an_error():
-    poor = {"dog": embedded.PhraseSet("dog", "event", 1, ("barking",), ("barking",), ("barking",))}
+    poor = {"dog": PhraseSet("dog", "event", 1, ("barking",), ("barking",), ("barking",))}
     with pytest.raises(EmbeddedDataError, match="only 3 distinct captions"):
-        embedded.scene_captions(Scene([Event("d", "dog", 0.0, 1.0, 0.0, False)], []), poor, np.random.default_rng(0))
+        scene_captions(Scene([Event("d", "dog", 0.0, 1.0, 0.0, False)], []), poor, np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,7 +550,7 @@ def test_build_writes_the_clotho_layout(built):
     assert set(summary["flavours"]) == {"audiocaps", "clotho", "labels"}
     for flavour in ("audiocaps", "clotho"):
         folder = out / flavour
-        for split, n in zip(embedded.SPLITS, (8, 3, 3)):
+        for split, n in zip(SPLITS, (8, 3, 3)):
             rows = _captions(folder, split)
             assert len(rows) == n and list(rows[0]) == ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
             for row in rows:
@@ -543,7 +570,7 @@ def test_build_writes_the_clotho_layout(built):
 
 def test_build_manifest_lists_every_file_with_its_hash(built):
     out, _ = built
-    for flavour in embedded.FLAVOURS:
+    for flavour in FLAVOURS:
         folder = out / flavour
         manifest = json.loads((folder / "manifest.json").read_text())
         on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"}
@@ -561,12 +588,12 @@ def test_build_filters_jingles_and_silence(built):
     assert "tuxpaint-stamps-default:animals/marsupials/wombat.ogg" not in sources
     assert "tuxpaint-stamps-default:animals/mammals/bovines/bull.ogg" not in sources  # listed as cow, all zeros
     dropped = summary["inventory"]["dropped"]
-    rows = embedded.load_sources()
+    rows = load_sources()
     listed = {r["path"] for r in rows if r["package"] == "openttd-opensfx" and r["class"]}
     empty_but_listed = sum(str(i) in listed for i in range(1, 37))  # the fake container's empty entries 1..36
     assert dropped["silent: all zeros or below -60 dBFS"] == 1 + empty_but_listed  # + the bull
     assert dropped["jingle: cartoon character"] == 1 and dropped["music loop"] == 1
-    labels = {r["file_name"]: r for split in embedded.SPLITS for r in _captions(out / "labels", split)}
+    labels = {r["file_name"]: r for split in SPLITS for r in _captions(out / "labels", split)}
     assert labels["tuxpaint_stamps_default_animals_mammals_dogs_dog.wav"]["caption_1"] == "A dog."
     horse = labels["openttd_opensfx_38.wav"]
     assert (horse["caption_1"], horse["caption_2"]) == ("Horse", "A horse neighing in a field")
@@ -581,7 +608,7 @@ def test_scene_sources_stay_in_their_split(built):
         for row in sources.values():
             assert split_of_group.setdefault(row["group"], row["split"]) == row["split"], "a group crosses splits"
         used = set()
-        for split in embedded.SPLITS:
+        for split in SPLITS:
             with open(out / flavour / f"scenes_{split}.csv", newline="") as handle:
                 for row in csv.DictReader(handle):
                     keys = row["sources"].split(";")
@@ -589,11 +616,11 @@ def test_scene_sources_stay_in_their_split(built):
                     timeline = json.loads(row["timeline"])
                     assert [e["source"] for e in timeline["events"]] == keys[: len(timeline["events"])]
                     used.update((split, k) for k in keys)
-        assert {s for s, _ in used} == set(embedded.SPLITS)
+        assert {s for s, _ in used} == set(SPLITS)
     labels = _sources(out / "labels")
-    by_name = {embedded.label_file_name(k): row for k, row in labels.items()}
+    by_name = {label_file_name(k): row for k, row in labels.items()}
     assert len(by_name) == len(labels)
-    for split in embedded.SPLITS:
+    for split in SPLITS:
         for row in _captions(out / "labels", split):
             assert by_name.pop(row["file_name"])["split"] == split
     assert not by_name, "every labels recording is one clip"
@@ -605,12 +632,12 @@ def _hashes(folder: Path) -> dict:
 
 def test_same_seed_gives_identical_files_and_another_seed_differs(built, packages, tmp_path):
     out, _ = built
-    again = embedded.build(tmp_path / "a", flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP,
-                           sample_rate=SR, progress=False, **SIZES)
+    again = build(tmp_path / "a", flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP,
+                  sample_rate=SR, progress=False, **SIZES)
     assert again["flavours"]["clotho"]["status"] == "built"
     assert _hashes(tmp_path / "a" / "clotho") == _hashes(out / "clotho")
-    embedded.build(tmp_path / "b", flavour="clotho", packages_dir=packages, seed=1, clip_seconds=CLIP,
-                   sample_rate=SR, progress=False, **SIZES)
+    build(tmp_path / "b", flavour="clotho", packages_dir=packages, seed=1, clip_seconds=CLIP,
+          sample_rate=SR, progress=False, **SIZES)
     other = _hashes(tmp_path / "b" / "clotho")
     assert other["clotho_captions_evaluation.csv"] != _hashes(out / "clotho")["clotho_captions_evaluation.csv"]
 
@@ -619,8 +646,8 @@ def test_training_size_leaves_test_scenes_and_first_training_scenes_unchanged(bu
     """Runs trained on data sets of different training sizes are tested on the same clips (the
     model notes compare them), and a larger set only adds scenes after the smaller one's."""
     out, _ = built
-    embedded.build(tmp_path / "big", flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP,
-                   sample_rate=SR, progress=False, **{**SIZES, "n_train": SIZES["n_train"] + 4})
+    build(tmp_path / "big", flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP,
+          sample_rate=SR, progress=False, **{**SIZES, "n_train": SIZES["n_train"] + 4})
     small, big = _hashes(out / "clotho"), _hashes(tmp_path / "big" / "clotho")
     for split in ("validation", "evaluation"):
         files = [name for name in small if name.startswith(f"{split}/")]
@@ -634,8 +661,8 @@ def test_training_size_leaves_test_scenes_and_first_training_scenes_unchanged(bu
 def test_rebuild_when_up_to_date_does_nothing(built, packages):
     out, _ = built
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    summary = embedded.build(out, packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR, progress=False, **SIZES)
-    assert {f: s["status"] for f, s in summary["flavours"].items()} == dict.fromkeys(embedded.FLAVOURS, "up to date")
+    summary = build(out, packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR, progress=False, **SIZES)
+    assert {f: s["status"] for f, s in summary["flavours"].items()} == dict.fromkeys(FLAVOURS, "up to date")
     assert "inventory" not in summary  # no audio was even loaded
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
@@ -643,10 +670,10 @@ def test_rebuild_when_up_to_date_does_nothing(built, packages):
 def test_changed_parameters_rebuild_cleanly(built, packages, tmp_path):
     out, _ = built
     target = tmp_path / "e"
-    embedded.build(target, flavour="audiocaps", packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR,
-                   progress=False, **SIZES)
-    summary = embedded.build(target, flavour="audiocaps", packages_dir=packages, seed=0, clip_seconds=CLIP,
-                             sample_rate=SR, progress=False, n_train=4, n_val=2, n_test=2)
+    build(target, flavour="audiocaps", packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR,
+          progress=False, **SIZES)
+    summary = build(target, flavour="audiocaps", packages_dir=packages, seed=0, clip_seconds=CLIP,
+                    sample_rate=SR, progress=False, n_train=4, n_val=2, n_test=2)
     assert summary["flavours"]["audiocaps"]["status"] == "built"
     assert len(list((target / "audiocaps" / "development").glob("*.wav"))) == 4  # the older 8 clips are gone
 
@@ -655,7 +682,7 @@ def test_killed_build_is_detected_and_finished(built, packages, tmp_path, monkey
     out, _ = built
     target = tmp_path / "partial"
     written = []
-    real_write = embedded._write_wav
+    real_write = write_wav
 
     def dying_write(path, wave, rate):
         if len(written) == 5:
@@ -663,17 +690,17 @@ def test_killed_build_is_detected_and_finished(built, packages, tmp_path, monkey
         written.append(path)
         real_write(path, wave, rate)
 
-    monkeypatch.setattr(embedded, "_write_wav", dying_write)
+    monkeypatch.setattr("thadcr.data.embedded.build.write_wav", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        embedded.build(target, flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR,
-                       progress=False, **SIZES)
+        build(target, flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR,
+              progress=False, **SIZES)
     folder = target / "clotho"
     assert not (folder / "manifest.json").exists() and (folder / ".build.json").exists()
     assert not list(folder.rglob("*.partial"))
-    monkeypatch.setattr(embedded, "_write_wav", real_write)
+    monkeypatch.setattr("thadcr.data.embedded.build.write_wav", real_write)
     mtimes = {p: p.stat().st_mtime_ns for p in written}
-    summary = embedded.build(target, flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR,
-                             progress=False, **SIZES)
+    summary = build(target, flavour="clotho", packages_dir=packages, seed=0, clip_seconds=CLIP, sample_rate=SR,
+                    progress=False, **SIZES)
     assert summary["flavours"]["clotho"]["status"] == "resumed"
     assert {p: p.stat().st_mtime_ns for p in written} == mtimes, "finished clips are kept, not rewritten"
     assert _hashes(folder) == _hashes(out / "clotho")
@@ -681,22 +708,22 @@ def test_killed_build_is_detected_and_finished(built, packages, tmp_path, monkey
 
 def test_bad_arguments_are_clear(packages, tmp_path):
     with pytest.raises(EmbeddedDataError, match="unknown flavour 'audioset'"):
-        embedded.build(tmp_path, flavour="audioset", packages_dir=packages, progress=False)
+        build(tmp_path, flavour="audioset", packages_dir=packages, progress=False)
     with pytest.raises(EmbeddedDataError, match="clip_seconds"):
-        embedded.build(tmp_path, clip_seconds=0, packages_dir=packages, progress=False)
+        build(tmp_path, clip_seconds=0, packages_dir=packages, progress=False)
 
 
 REAL_PACKAGES = Path(__file__).resolve().parents[1] / "data" / "packages"
 
 
-@pytest.mark.skipif(not all((REAL_PACKAGES / p / "usr").is_dir() for p in embedded.PACKAGES),
+@pytest.mark.skipif(not all((REAL_PACKAGES / p / "usr").is_dir() for p in PACKAGES),
                     reason="real packages not downloaded (run `thadcr data build` once)")
 def test_real_packages_inventory():
-    trees = {p: REAL_PACKAGES / p for p in embedded.PACKAGES}
-    recordings, readers, drops, missing = embedded.inventory(trees)
+    trees = {p: REAL_PACKAGES / p for p in PACKAGES}
+    recordings, readers, drops, missing = inventory(trees)
     assert missing == [] and len(recordings) >= 300
     assert not any(reason == "not in the curated table" for _, reason in drops)
-    assert len({r.cls for r in recordings}) == len(embedded.load_classes())
+    assert len({r.cls for r in recordings}) == len(load_classes())
 
 
 def test_atomic_write_uses_a_unique_temporary_and_cleans_up(tmp_path):
@@ -734,11 +761,11 @@ def test_recordings_equal_once_prepared_share_a_group_or_are_dropped():
     classes = {"a": "wood", "b": "wood", "c": "glass", "d": "wood"}
 
     def recording(key):
-        return embedded.Recording(key=key, package="p", path=key, cls=classes[key], kind="event", group=f"g-{key}",
-                                  text="", licence="", credit="")
+        return Recording(key=key, package="p", path=key, cls=classes[key], kind="event", group=f"g-{key}",
+                         text="", licence="", credit="")
 
     readers = {key: (lambda wave=wave: (wave, rate)) for key, wave in waves.items()}
-    audio, kept, drops = embedded.load_recordings([recording(k) for k in "abcd"], readers, rate, progress=False)
+    audio, kept, drops = load_recordings([recording(k) for k in "abcd"], readers, rate, progress=False)
     assert [r.key for r in kept] == ["a", "b", "d"] and sorted(audio) == ["a", "b", "d"]
     assert {r.key: r.group for r in kept} == {"a": "g-a", "b": "g-a", "d": "g-d"}
     assert drops == [("c", "duplicate audio of a with another class")]

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from thadcr import factors
-from thadcr.factors import (
+from thadcr.model import factors
+from thadcr.model.factors import (
     ConfidenceAware,
     FactorProjection,
     alignment_loss,

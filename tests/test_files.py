@@ -20,14 +20,16 @@ def test_sha256_hashes_its_parts_in_order_and_cuts_to_length(tmp_path):
 
 
 def test_one_audio_suffix_list_for_data_sets_search_and_the_builder():
-    from thadcr import datasets, embedded, search
+    from thadcr.data import readers
+    from thadcr.data.embedded import packages
+    from thadcr.interfaces import search
 
     assert AUDIO_SUFFIXES == (".wav", ".flac", ".ogg", ".mp3")
-    assert datasets.AUDIO_SUFFIXES is search.AUDIO_SUFFIXES is embedded.AUDIO_SUFFIXES is AUDIO_SUFFIXES
+    assert readers.AUDIO_SUFFIXES is search.AUDIO_SUFFIXES is packages.AUDIO_SUFFIXES is AUDIO_SUFFIXES
 
 
 def test_files_config_and_the_command_line_module_import_no_torch():
-    code = ("import sys, thadcr.files, thadcr.config, thadcr.cli; "
+    code = ("import sys, thadcr.files, thadcr.config, thadcr.interfaces.cli; "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -3,10 +3,12 @@ change nothing but the speed, a log-mel cache filled safely by several workers."
 
 import torch
 
-from thadcr.audio import LogMel
+from thadcr.model.audio import LogMel
 from thadcr.config import make_config
-from thadcr.datasets import CaptionDataset, GlobalBatchSampler, LogMelCache, data_loader, epoch_batches, load_split
-from thadcr.train import train
+from thadcr.data.datasets import CaptionDataset, GlobalBatchSampler, data_loader, epoch_batches
+from thadcr.data.logmel import LogMelCache
+from thadcr.data.readers import load_split
+from thadcr.run.train import train
 
 
 def test_ranks_share_exactly_the_global_batches_of_one_process():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from thadcr.losses import nt_xent
+from thadcr.model.losses import nt_xent
 
 D64 = torch.float64
 

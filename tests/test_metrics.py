@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from thadcr.metrics import retrieval_metrics
+from thadcr.run.metrics import retrieval_metrics
 
 KEYS = {
     f"{d}_{m}" for d in ("t2a", "a2t") for m in ("R1", "R5", "R10", "mAP10", "medr", "meanr")

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from thadcr.audio import CheckpointError
+from thadcr.model.audio import CheckpointError
 from thadcr.config import VARIANT_PARTS, VARIANTS, ConfigError, VariantParts, make_config
-from thadcr.factors import dcr_similarity, uniform_factor_similarity
-from thadcr.model import build_model, concat_embeddings
+from thadcr.model.factors import dcr_similarity, uniform_factor_similarity
+from thadcr.model.retrieval import build_model, concat_embeddings
 
 CAPTIONS = ["a dog barks then a bell rings", "rain falls", "a car passes by while birds sing", "a low tone"]
 
@@ -183,8 +183,8 @@ def _confidence(ca, e_text, e_audio):
 
 
 def test_model_and_factor_analysis_pass_audio_and_text_factors_in_their_places():
-    from thadcr.evaluation import factor_analysis
-    from thadcr.factors import factor_correlation
+    from thadcr.run.evaluation import factor_analysis
+    from thadcr.model.factors import factor_correlation
 
     torch.manual_seed(0)
     model = build_model(tiny("DCR", factor_reduce="sum")).eval()

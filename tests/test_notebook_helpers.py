@@ -1,4 +1,4 @@
-"""The Figures page's training-curve helpers (`thadcr.notebook.training_logs`,
+"""The Figures page's training-curve helpers (`thadcr.interfaces.notebook.figures`: `training_logs`,
 `training_curves_figure`, `training_curves_sentence`, `show_training_curves`) on small
 made-up ``log.csv`` files, and the title of the model picture."""
 
@@ -19,7 +19,7 @@ def write_log(root: Path, method: str, seed: int, losses, rsums) -> Path:
     R-sum split evenly over the six validation recalls)."""
     import pandas as pd
 
-    from thadcr.notebook import table1_run_id
+    from thadcr.interfaces.notebook.method import table1_run_id
 
     path = root / "runs" / table1_run_id(method, seed=seed) / "log.csv"
     path.parent.mkdir(parents=True)
@@ -42,7 +42,8 @@ def two_methods(tmp_path: Path) -> Path:
 
 
 def test_training_logs_read_every_seed_and_name_the_missing(two_methods: Path) -> None:
-    from thadcr.notebook import table1_run_id, training_logs
+    from thadcr.interfaces.notebook.figures import training_logs
+    from thadcr.interfaces.notebook.method import table1_run_id
 
     curves, notes = training_logs(two_methods, "tiny", seeds=2)
     assert list(dict.fromkeys(curves["method"])) == ["DP (HTSAT)", "THA"]
@@ -59,7 +60,7 @@ def test_training_logs_read_every_seed_and_name_the_missing(two_methods: Path) -
 
 
 def test_training_curves_sentence_names_the_files_numbers(two_methods: Path) -> None:
-    from thadcr.notebook import training_curves_sentence, training_logs
+    from thadcr.interfaces.notebook.figures import training_curves_sentence, training_logs
 
     curves, _ = training_logs(two_methods, "tiny", seeds=2)
     text = training_curves_sentence(curves)
@@ -80,7 +81,7 @@ def test_training_curves_sentence_names_the_files_numbers(two_methods: Path) -> 
 
 
 def test_training_curves_sentence_says_mixed_changes_and_other_lengths(tmp_path: Path) -> None:
-    from thadcr.notebook import training_curves_sentence, training_logs
+    from thadcr.interfaces.notebook.figures import training_curves_sentence, training_logs
 
     write_log(tmp_path, "DP (HTSAT)", 0, [3.0, 2.0, 1.5], [60.0, 70.0, 80.0])
     write_log(tmp_path, "THA", 0, [2.0, 2.5, 2.2], [90.0, 80.0, 85.0])
@@ -111,8 +112,8 @@ def test_training_curves_figure_has_a_panel_per_variant_on_shared_scales(two_met
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from thadcr.notebook import (BODY_PX, COLUMN_PX, TRAINING_CURVES, figure_style,
-                                 training_curves_figure, training_logs)
+    from thadcr.interfaces.notebook.figures import (BODY_PX, COLUMN_PX, TRAINING_CURVES, figure_style,
+                                                    training_curves_figure, training_logs)
 
     figure_style()
     curves, _ = training_logs(two_methods, "tiny", seeds=2)
@@ -146,7 +147,7 @@ def test_show_training_curves_shows_the_missing_notes_only_without_logs(
     import IPython.display
     from matplotlib.figure import Figure
 
-    from thadcr.notebook import show_training_curves
+    from thadcr.interfaces.notebook.figures import show_training_curves
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", shown.append)
@@ -165,7 +166,7 @@ def test_model_diagram_has_a_title_inside_its_figure() -> None:
     import matplotlib.pyplot as plt
 
     from thadcr.config import make_config
-    from thadcr.notebook import DIAGRAM_TITLE, model_diagram
+    from thadcr.interfaces.notebook.method import DIAGRAM_TITLE, model_diagram
 
     ax = model_diagram(make_config("tiny"))
     assert ax.get_title() == DIAGRAM_TITLE and "data flow" in DIAGRAM_TITLE

@@ -37,7 +37,7 @@ def worker(mode: str, data_root: str, out: Path) -> None:
     import torch
 
     from thadcr.config import make_config
-    from thadcr.train import train
+    from thadcr.run.train import train
 
     result = {"numerics": numerics.describe()}
     for variant in VARIANTS:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import thadcr.train as train_module
-from thadcr.audio import HTSAT
-from thadcr.cli import main
-from thadcr.text import write_random_bert
+import thadcr.run.train as train_module
+from thadcr.model.htsat import HTSAT
+from thadcr.interfaces.cli import main
+from thadcr.model.text import write_random_bert
 
 DATA = Path(__file__).parent / "data"
 RATES = (16000, 22050, 44100, 48000)

@@ -1,4 +1,4 @@
-"""Vendor-independent numerics (thadcr.portable, thadcr.numerics_trace): each replacement against
+"""Vendor-independent numerics (thadcr.portable, thadcr.run.numerics_trace): each replacement against
 a literal float64 transcription of its formula, and the audit that no vendor-dispatched torch
 operation runs in portable numerics (conftest applies it to the whole test process)."""
 
@@ -11,11 +11,13 @@ import pytest
 import torch
 import torchaudio.functional as AF
 
-from thadcr import numerics, numerics_trace, portable
-from thadcr.audio import LogMel
+from thadcr import numerics, portable
+
+from thadcr.run import numerics_trace
+from thadcr.model.audio import LogMel
 from thadcr.config import VARIANTS
 from thadcr.errors import UsageError
-from thadcr.train import train
+from thadcr.run.train import train
 
 from test_train import small_config
 
@@ -129,7 +131,7 @@ def _finished_run(root, tmp_path) -> Path:
 
 
 def test_trace_and_compare(synthetic_clotho, tmp_path, capsys):
-    from thadcr.cli import main
+    from thadcr.interfaces.cli import main
 
     run = _finished_run(synthetic_clotho, tmp_path)
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
@@ -159,7 +161,7 @@ def test_trace_and_compare(synthetic_clotho, tmp_path, capsys):
 
 
 def test_trace_refuses_what_is_not_a_finished_run_or_a_trace(tmp_path, capsys):
-    from thadcr.cli import main
+    from thadcr.interfaces.cli import main
 
     assert main(["numerics", "trace", "--run", str(tmp_path), "--out", str(tmp_path / "t.jsonl")]) == 2
     assert "metrics.json is missing" in capsys.readouterr().err

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from thadcr.claims import bootstrap_weights, t_quantile
-from thadcr.power import VarianceParts, half_width, variance_parts
+from thadcr.experiments.claims import bootstrap_weights, t_quantile
+from thadcr.experiments.power import VarianceParts, half_width, variance_parts
 
 
 def simulate(rng, seeds, clips, sigma_a, sigma_u, sigma_v, delta=3.0, resamples=400):

@@ -1,4 +1,4 @@
-"""Tests of `thadcr pretrain` (thadcr.pretrain): tag scenes, taggers, checkpoints, committed files.
+"""Tests of `thadcr pretrain` (thadcr.experiments.pretrain): tag scenes, taggers, checkpoints, committed files.
 
 The material comes from the synthetic packages of tests/test_embedded.py (no apt, no network);
 one slow test checks the real packages' material when `data/packages` is there.
@@ -16,16 +16,17 @@ import torch
 import yaml
 from test_embedded import make_packages
 
-from thadcr import embedded, pretrain
-from thadcr.audio import (
-    HTSAT,
-    CheckpointError,
-    ResNet38,
-    load_htsat_checkpoint,
-    load_resnet38_checkpoint,
-)
+from thadcr.data.embedded.build import SPLITS
+from thadcr.data.embedded.inventory import load_classes
+from thadcr.data.embedded.packages import PACKAGES
+from thadcr.data.embedded.scenes import Scene, render_scene
+
+from thadcr.experiments import pretrain
+from thadcr.model.audio import CheckpointError, load_htsat_checkpoint, load_resnet38_checkpoint
+from thadcr.model.htsat import HTSAT
+from thadcr.model.resnet38 import ResNet38
 from thadcr.config import make_config
-from thadcr.reproduce import config_for
+from thadcr.experiments.plan import config_for
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "checkpoints" / "tiny"
@@ -42,13 +43,13 @@ def config():
     return make_config("tiny", {"clip_seconds": CLIP})
 
 
-def _keys(scene: embedded.Scene) -> list[str]:
+def _keys(scene: Scene) -> list[str]:
     return [e.key for e in scene.events] + ([scene.background] if scene.background else [])
 
 
 def test_tag_scenes_draw_only_their_splits_recordings(material):
-    seen = {split: set() for split in embedded.SPLITS}
-    for split in embedded.SPLITS:
+    seen = {split: set() for split in SPLITS}
+    for split in SPLITS:
         for index in range(150):
             scene, _, _ = pretrain.tag_scene(material, split, 3, index, CLIP)
             seen[split].update(_keys(scene))
@@ -70,7 +71,7 @@ def test_targets_are_the_rendered_scenes_classes(material):
         scene, wave, targets = pretrain.tag_scene(material, "development", 0, index, CLIP)
         present = {e.cls for e in scene.events} | ({scene.background_cls} if scene.background_cls else set())
         assert {material.classes[i] for i in np.flatnonzero(targets)} == present
-        np.testing.assert_array_equal(wave, embedded.render_scene(scene, material.audio, 32000, CLIP))
+        np.testing.assert_array_equal(wave, render_scene(scene, material.audio, 32000, CLIP))
 
 
 def test_scenes_depend_on_seed_split_and_index_only(material):
@@ -228,7 +229,7 @@ def test_committed_checkpoints_match_their_reports_and_load(encoder):
     assert report["data"]["clip_seconds"] == profile.clip_seconds and report["data"]["sample_rate"] == profile.sample_rate
     assert report["model"] == {"htsat_size": profile.htsat_size, "resnet38_width": profile.resnet38_width,
                                "resnet38_dropout": profile.resnet38_dropout}
-    assert report["data"]["classes"] == list(embedded.load_classes())
+    assert report["data"]["classes"] == list(load_classes())
     for split in ("validation", "evaluation"):
         assert 0.0 < report[split]["mAP"] <= 1.0 and report[split]["classes_present"] > 0
     tiny = config_for("tiny", "audiocaps", {"audio_encoder": encoder})
@@ -250,7 +251,7 @@ REAL_SOURCES = REPO / "data" / "embedded" / "audiocaps" / "sources.csv"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not all((REAL_PACKAGES / p / "usr").is_dir() for p in embedded.PACKAGES),
+@pytest.mark.skipif(not all((REAL_PACKAGES / p / "usr").is_dir() for p in PACKAGES),
                     reason="the Debian packages are not in data/packages (run `thadcr data build`)")
 def test_real_material_agrees_with_the_built_data_set_and_trains_on_development_only():
     material = pretrain.load_material(REAL_PACKAGES, 32000, sources_csv=REAL_SOURCES, progress=False)

@@ -1,5 +1,6 @@
-"""thadcr.reproduce: plan expansion, sharding, execution bookkeeping, rendering, paper values,
-and the train/tables/figures notebooks on synthetic results (nothing is trained here)."""
+"""`thadcr reproduce` (thadcr.experiments.plan, .execution, .tables; thadcr.interfaces.reproduce_cli): plan
+expansion, sharding, execution bookkeeping, rendering, paper values, and the train/tables/figures
+notebooks on synthetic results (nothing is trained here)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thadcr import reproduce as rp
-from thadcr.cli import main
+from thadcr.config import VARIANT_PARTS
+from thadcr.experiments import execution
+from thadcr.experiments.dry_run import gpu_variant
+from thadcr.experiments.execution import execute
+from thadcr.experiments.plan import (
+    EXTRA_METRICS, METRICS, PANNS_CHECKPOINT, TABLE_DATASET, TABLE_ROWS, TABLES, ReproduceError, Run, config_for,
+    config_from_parameters, parse_shard, plan, runs_dir, select_shard, stale_settings,
+)  # fmt: skip
+from thadcr.experiments.tables import load_paper_results, paper_layout, render
+from thadcr.interfaces import reproduce_cli
+from thadcr.interfaces.cli import main
 
 matplotlib.use("Agg")
 
@@ -48,13 +58,13 @@ _TINY_SETTINGS = (
 )  # fmt: skip
 TINY_IDS = ([f"{setting}-s{s}" for setting in _TINY_SETTINGS for s in range(8 if setting in _TINY_SETTINGS[:7] else 4)]
             + [f"{d}-{v}-htsat-{_D}-s0" for d in ("audiocaps", "clotho") for v in ("THA", "THA+DP", "THA+DCR")])
-ALL_METRICS = rp.METRICS + rp.EXTRA_METRICS
+ALL_METRICS = METRICS + EXTRA_METRICS
 SEEDS = {"seeds": 3, "tha_seeds": 3}  # a smaller tiny plan for the synthetic results: 19 settings x 3 seeds
 
 
 # ----------------------------------------------------------------------------- plan
 def test_plan_paper_has_the_31_expected_runs_once():
-    runs = rp.plan("paper")
+    runs = plan("paper")
     ids = [run.run_id for run in runs]
     assert len(EXPECTED_IDS) == 31
     assert len(ids) == 31 and len(set(ids)) == 31
@@ -67,34 +77,34 @@ def test_plan_paper_has_the_31_expected_runs_once():
 
 
 def test_plan_tiny_seeds_every_table_and_its_tha_rows_once():
-    ids = [run.run_id for run in rp.plan("tiny")]
+    ids = [run.run_id for run in plan("tiny")]
     assert len(TINY_IDS) == 7 * 8 + 6 * 4 + 6 == 86
     assert len(ids) == 86 and set(ids) == set(TINY_IDS)
-    shared = {run.run_id: run.tables for run in rp.plan("tiny")}
+    shared = {run.run_id: run.tables for run in plan("tiny")}
     assert shared["audiocaps-DCR-htsat-K8-a0.01-b0.005-s3"] == (1, 3, 4, 5)
     assert shared["audiocaps-DCR-htsat-K8-a0.01-b0.005-s7"] == (1, 3)  # Tables 4-5 pair seeds 0-3 only
     assert shared["audiocaps-DCR-htsat-K6-a0.01-b0.005-s3"] == (4,)
-    assert len(rp.plan("tiny", seeds=8)) == 13 * 8 + 6  # --seeds sets every seeded table alike
-    more = {run.run_id for run in rp.plan("tiny", tha_seeds=2)}
+    assert len(plan("tiny", seeds=8)) == 13 * 8 + 6  # --seeds sets every seeded table alike
+    more = {run.run_id for run in plan("tiny", tha_seeds=2)}
     assert more - set(ids) == {f"{d}-{v}-htsat-{_D}-s1" for d in ("audiocaps", "clotho") for v in ("THA", "THA+DP", "THA+DCR")}
-    assert len(rp.plan("tiny", seeds=2, tha_seeds=5)) == 13 * 2 + 6 * 2  # THA rows at most --seeds
+    assert len(plan("tiny", seeds=2, tha_seeds=5)) == 13 * 2 + 6 * 2  # THA rows at most --seeds
 
 
 def test_plan_ids_are_stable_and_independent_of_table_order():
-    first = [r.run_id for r in rp.plan("paper")]
-    assert first == [r.run_id for r in rp.plan("paper")]
-    assert first == [r.run_id for r in rp.plan("paper", tables=(5, 4, 3, 2, 1))]
-    tiny = [r.run_id for r in rp.plan("tiny", seeds=3, tha_seeds=3)]
+    first = [r.run_id for r in plan("paper")]
+    assert first == [r.run_id for r in plan("paper")]
+    assert first == [r.run_id for r in plan("paper", tables=(5, 4, 3, 2, 1))]
+    tiny = [r.run_id for r in plan("tiny", seeds=3, tha_seeds=3)]
     assert set(first) <= set(tiny)  # ids name settings and seeds, not the profile
     # a sub-plan names its runs exactly as the full plan does
-    assert {r.run_id for r in rp.plan("paper", tables=(3, 4))} <= set(first)
-    assert len(rp.plan("paper", tables=(3, 4))) == 4 + 2
-    assert len(rp.plan("paper", seeds=1)) == 31 - 12
-    assert len(rp.plan("paper", tables=(1,), seeds=5)) == 30
+    assert {r.run_id for r in plan("paper", tables=(3, 4))} <= set(first)
+    assert len(plan("paper", tables=(3, 4))) == 4 + 2
+    assert len(plan("paper", seeds=1)) == 31 - 12
+    assert len(plan("paper", tables=(1,), seeds=5)) == 30
 
 
 def test_plan_settings_match_the_run_id():
-    for run in rp.plan("tiny"):
+    for run in plan("tiny"):
         assert run.run_id == (
             f"{run.dataset}-{run.variant}-{run.audio_encoder}-K{run.n_factors}-a{run.alpha:g}-b{run.beta:g}-s{run.seed}"
         )
@@ -109,14 +119,14 @@ def test_plan_settings_match_the_run_id():
      ({"profile": "tiny", "seeds": 0}, "seeds"), ({"profile": "tiny", "tables": ()}, "tables")],
 )  # fmt: skip
 def test_plan_rejects_bad_input(kwargs, word):
-    with pytest.raises(rp.ReproduceError, match=word):
-        rp.plan(**kwargs)
+    with pytest.raises(ReproduceError, match=word):
+        plan(**kwargs)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 31, 40])
 def test_shards_partition_the_plan_round_robin(n):
-    runs = rp.plan("tiny")
-    shards = [rp.select_shard(runs, f"{i}/{n}") for i in range(n)]
+    runs = plan("tiny")
+    shards = [select_shard(runs, f"{i}/{n}") for i in range(n)]
     seen = [run.run_id for shard in shards for run in shard]
     assert sorted(seen) == sorted(r.run_id for r in runs)  # every run exactly once
     for position, run in enumerate(runs):  # literal round robin
@@ -125,31 +135,31 @@ def test_shards_partition_the_plan_round_robin(n):
 
 @pytest.mark.parametrize("text", ["3/3", "a/b", "-1/2", "1", "1/0"])
 def test_bad_shard_is_refused(text):
-    with pytest.raises(rp.ReproduceError, match="shard"):
-        rp.parse_shard(text)
+    with pytest.raises(ReproduceError, match="shard"):
+        parse_shard(text)
 
 
 def test_config_for_maps_profiles_and_datasets():
-    tiny = rp.config_for("tiny", "clotho", {"variant": "DCR", "n_factors": 10, "epochs": 2})
+    tiny = config_for("tiny", "clotho", {"variant": "DCR", "n_factors": 10, "epochs": 2})
     assert (tiny.data_root, tiny.variant, tiny.n_factors, tiny.epochs) == ("data/embedded/clotho", "DCR", 10, 2)
     assert tiny.n_factors == 10 and tiny.joint_dim // tiny.n_factors == 6  # tiny joint_dim 64, K=10: 6-d factors
-    assert rp.config_for("tiny", "audiocaps").data_root == "data/embedded/audiocaps"
-    paper = rp.config_for("paper", "audiocaps", {"audio_encoder": "resnet38"})
-    assert paper.audio_checkpoint == rp.PANNS_CHECKPOINT and paper.data_root == "data/audiocaps"
-    assert rp.config_for("paper", "clotho").audio_checkpoint.endswith("HTSAT_AudioSet_Saved_1.ckpt")
-    with pytest.raises(rp.ReproduceError, match="dataset"):
-        rp.config_for("tiny", "librispeech")
+    assert config_for("tiny", "audiocaps").data_root == "data/embedded/audiocaps"
+    paper = config_for("paper", "audiocaps", {"audio_encoder": "resnet38"})
+    assert paper.audio_checkpoint == PANNS_CHECKPOINT and paper.data_root == "data/audiocaps"
+    assert config_for("paper", "clotho").audio_checkpoint.endswith("HTSAT_AudioSet_Saved_1.ckpt")
+    with pytest.raises(ReproduceError, match="dataset"):
+        config_for("tiny", "librispeech")
 
 
 # ----------------------------------------------------------------------------- synthetic results
-def metric_value(run: rp.Run, metric: str) -> float:
+def metric_value(run: Run, metric: str) -> float:
     """A distinct, seed-dependent synthetic value per run and metric."""
     settings = len(run.variant) + run.n_factors / 10 + 100 * (run.alpha + run.beta)
     return 10.0 + 3.0 * ALL_METRICS.index(metric) + 0.7 * run.seed**2 + settings
 
 
-def write_fake_run(root: Path, run: rp.Run, wall: float = 100.0, name: str | None = None) -> Path:
-    """A finished run folder as thadcr.train writes it (metrics.json, log.csv, factors.npz)."""
+def write_fake_run(root: Path, run: Run, wall: float = 100.0, name: str | None = None) -> Path:
+    """A finished run folder as thadcr.run.train writes it (metrics.json, log.csv, factors.npz)."""
     folder = root / (name or run.run_id)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(run.run_id) + run.seed)
@@ -157,7 +167,7 @@ def write_fake_run(root: Path, run: rp.Run, wall: float = 100.0, name: str | Non
     epochs = np.arange(1, 4)
     pd.DataFrame({
         "epoch": epochs, "loss": 3.0 / epochs, "loss_S": 2.9 / epochs, "loss_D": 0.1 / epochs, "loss_A": 0.0,
-        "lr": 1e-3, **{f"val_{m}": 10.0 * epochs for m in rp.METRICS}, "seconds": 1.0,
+        "lr": 1e-3, **{f"val_{m}": 10.0 * epochs for m in METRICS}, "seconds": 1.0,
     }).to_csv(folder / "log.csv", index=False)  # fmt: skip
     if "DCR" in run.variant:
         k = run.n_factors
@@ -176,16 +186,16 @@ def write_fake_run(root: Path, run: rp.Run, wall: float = 100.0, name: str | Non
 @pytest.fixture
 def rendered(tmp_path):
     """Synthetic results for the tiny plan over 3 seeds with two runs missing, rendered."""
-    runs = rp.plan("tiny", **SEEDS)
+    runs = plan("tiny", **SEEDS)
     missing = {"audiocaps-THA-htsat-K8-a0.01-b0.005-s2", "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0"}
     for i, run in enumerate(runs):
         if run.run_id not in missing:
-            write_fake_run(rp.runs_dir(tmp_path, "tiny"), run, wall=100.0 + i)
+            write_fake_run(runs_dir(tmp_path, "tiny"), run, wall=100.0 + i)
     executions = tmp_path / "tiny" / "executions"
     executions.mkdir(parents=True)
     for i, elapsed in enumerate((1234.5, 10.0)):
         (executions / f"x{i}.json").write_text(json.dumps({"elapsed_s": elapsed, "shard": "0/1", "jobs": 1}))
-    summary = rp.render("tiny", tmp_path, **SEEDS)
+    summary = render("tiny", tmp_path, **SEEDS)
     return tmp_path, runs, missing, summary
 
 
@@ -193,11 +203,11 @@ def rendered(tmp_path):
 def test_render_mean_std_and_paper_against_a_literal_computation(rendered):
     results, runs, missing, _ = rendered
     paper = pd.read_csv(REPO / "data" / "paper_results.csv")
-    for table in rp.TABLES:
+    for table in TABLES:
         frame = pd.read_csv(results / "tiny" / "tables" / f"table{table}.csv", keep_default_na=False, na_values=[""])
-        assert len(frame) == len(rp.TABLE_ROWS[table]) * len(ALL_METRICS)
-        for method, settings in rp.TABLE_ROWS[table]:
-            dataset = rp.TABLE_DATASET[table]
+        assert len(frame) == len(TABLE_ROWS[table]) * len(ALL_METRICS)
+        for method, settings in TABLE_ROWS[table]:
+            dataset = TABLE_DATASET[table]
             group = [r for r in runs if r.dataset == dataset and all(getattr(r, k) == v for k, v in settings.items())]
             done = [r for r in group if r.run_id not in missing]
             for metric in ALL_METRICS:
@@ -215,7 +225,7 @@ def test_render_mean_std_and_paper_against_a_literal_computation(rendered):
                 else:
                     assert math.isnan(row.ours_std)
                 ref = paper[(paper.table == table) & (paper.method == method) & (paper.metric == metric)]
-                if metric in rp.METRICS:
+                if metric in METRICS:
                     assert row.paper_mean == pytest.approx(float(ref["mean"].iloc[0]))
                 else:
                     assert ref.empty and math.isnan(row.paper_mean)
@@ -229,11 +239,11 @@ def test_render_shares_seeds_across_tables_and_lists_missing_runs(rendered):
     t1 = pd.read_csv(results / "tiny" / "tables" / "table1.csv", keep_default_na=False, na_values=[""])
     tha = t1[(t1.method == "THA") & (t1.metric == "a2t_R5")].iloc[0]
     assert tha.n_runs == 2 and tha.missing == "audiocaps-THA-htsat-K8-a0.01-b0.005-s2"
-    order = [r.run_id for r in rp.plan("tiny", **SEEDS)]
+    order = [r.run_id for r in plan("tiny", **SEEDS)]
     assert summary["runs"] == {"planned": 57, "complete": 55, "missing": sorted(missing, key=order.index)}
     on_disk = json.loads((results / "tiny" / "summary.json").read_text())
     assert on_disk["runs"]["complete"] == 55 and on_disk["profile"] == "tiny"
-    walls = [100.0 + i for i, r in enumerate(rp.plan("tiny", **SEEDS)) if r.run_id not in missing]
+    walls = [100.0 + i for i, r in enumerate(plan("tiny", **SEEDS)) if r.run_id not in missing]
     assert on_disk["wall_time_s"]["sum_of_runs"] == pytest.approx(sum(walls))
     assert on_disk["wall_time_s"]["execute_elapsed"] == pytest.approx(1244.5)
     assert on_disk["machine"]["cpu_count"] >= 1 and on_disk["machine"]["run_devices"] == ["cpu"]
@@ -242,24 +252,24 @@ def test_render_shares_seeds_across_tables_and_lists_missing_runs(rendered):
 
 
 def test_render_names_a_broken_metrics_file(tmp_path):
-    run = rp.plan("tiny")[0]
-    folder = write_fake_run(rp.runs_dir(tmp_path, "tiny"), run)
+    run = plan("tiny")[0]
+    folder = write_fake_run(runs_dir(tmp_path, "tiny"), run)
     (folder / "metrics.json").write_text(json.dumps({"test": {"t2a_R1": 1.0}}))
-    with pytest.raises(rp.ReproduceError, match=r"metrics\.json.*t2a_R5"):
-        rp.render("tiny", tmp_path)
+    with pytest.raises(ReproduceError, match=r"metrics\.json.*t2a_R5"):
+        render("tiny", tmp_path)
     (folder / "metrics.json").write_text("{not json")
-    with pytest.raises(rp.ReproduceError, match="not valid JSON"):
-        rp.render("tiny", tmp_path)
+    with pytest.raises(ReproduceError, match="not valid JSON"):
+        render("tiny", tmp_path)
 
 
 def test_paper_layout_formats_ours_paper_and_rsum():
     rows = [{"method": "A", "metric": m, "ours_mean": 10.0 + i, "ours_std": 0.26, "paper_mean": 20.0 + i,
-             "paper_std": math.nan} for i, m in enumerate(rp.METRICS)]
+             "paper_std": math.nan} for i, m in enumerate(METRICS)]
     rows += [{"method": "B", "metric": m, "ours_mean": math.nan if m == "a2t_R10" else 1.0, "ours_std": math.nan,
-              "paper_mean": 2.0, "paper_std": 0.6} for m in rp.METRICS]
+              "paper_mean": 2.0, "paper_std": 0.6} for m in METRICS]
     rows += [{"method": "A", "metric": "t2a_mAP10", "ours_mean": 1.0, "ours_std": math.nan, "paper_mean": math.nan,
               "paper_std": math.nan}]
-    out = rp.paper_layout(pd.DataFrame(rows))
+    out = paper_layout(pd.DataFrame(rows))
     assert out.shape == (4, 7) and list(out.index) == [("A", "ours"), ("A", "paper"), ("B", "ours"), ("B", "paper")]
     assert out.loc[("A", "ours"), ("Text-to-Audio", "R@1")] == "10.0 ± 0.3"
     assert out.loc[("A", "paper"), ("Audio-to-Text", "R@10")] == "25.0"
@@ -271,7 +281,7 @@ def test_paper_layout_formats_ours_paper_and_rsum():
 
 # ----------------------------------------------------------------------------- paper_results.csv
 def test_paper_results_csv_shape_and_cells():
-    frame = rp.load_paper_results()
+    frame = load_paper_results()
     assert list(frame.columns) == ["table", "method", "metric", "mean", "std"]
     assert frame.groupby("table").size().to_dict() == {1: 36, 2: 30, 3: 24, 4: 18, 5: 36}
     assert not frame.duplicated(["table", "method", "metric"]).any()
@@ -292,9 +302,9 @@ def test_paper_results_csv_shape_and_cells():
         assert (math.isnan(row["std"]) if std is None else row["std"] == pytest.approx(std))
     assert frame.loc[frame.table > 1, "std"].isna().all() and frame.loc[frame.table == 1, "std"].notna().all()
     # every row of the plan has its 6 paper values, and nothing else is in the file
-    labels = {(t, m) for t, rows in rp.TABLE_ROWS.items() for m, _ in rows}
+    labels = {(t, m) for t, rows in TABLE_ROWS.items() for m, _ in rows}
     assert set(zip(frame.table, frame.method)) == labels
-    assert set(frame.metric) == set(rp.METRICS)
+    assert set(frame.metric) == set(METRICS)
 
 
 # ----------------------------------------------------------------------------- execute
@@ -314,22 +324,22 @@ class StubExecutor:
         if run_id in self.fail:
             return 1
         if run_id not in self.no_metrics:
-            config = rp.config_from_parameters(parameters)
+            config = config_from_parameters(parameters)
             metrics = {"test": {m: 1.0 for m in ALL_METRICS}, "config": config.to_dict(), "new": True}
             (run_dir / "metrics.json").write_text(json.dumps(metrics))
         return 0
 
 
 def test_execute_runs_skips_resumes_and_never_overwrites(tmp_path):
-    runs = rp.plan("tiny", tables=(4,), seeds=1)  # 3 runs
-    root = rp.runs_dir(tmp_path, "tiny")
+    runs = plan("tiny", tables=(4,), seeds=1)  # 3 runs
+    root = runs_dir(tmp_path, "tiny")
     finished, interrupted, fresh = runs
     write_fake_run(root, finished)
     before = (root / finished.run_id / "metrics.json").read_bytes()
     (root / interrupted.run_id).mkdir(parents=True)
     (root / interrupted.run_id / "last.pt").write_bytes(b"checkpoint")
     stub = StubExecutor()
-    record = rp.execute(runs, tmp_path, executor=stub, progress=False)
+    record = execute(runs, tmp_path, executor=stub, progress=False)
     assert sorted(stub.calls) == sorted([(interrupted.run_id, True), (fresh.run_id, False)])
     assert record["skipped"] == [finished.run_id]
     assert sorted(record["done"]) == sorted([interrupted.run_id, fresh.run_id])
@@ -338,15 +348,15 @@ def test_execute_runs_skips_resumes_and_never_overwrites(tmp_path):
         assert (root / run.run_id / "run.ipynb").is_file()
         assert not (root / run.run_id / "run.partial.ipynb").exists()
     again = StubExecutor()
-    second = rp.execute(runs, tmp_path, executor=again, progress=False)
+    second = execute(runs, tmp_path, executor=again, progress=False)
     assert again.calls == [] and len(second["skipped"]) == 3 and second["done"] == []
     records = sorted((tmp_path / "tiny" / "executions").glob("*.json"))  # the call that ran nothing left none
     assert len(records) == 1 and json.loads(records[0].read_text())["elapsed_s"] >= 0
 
 
 def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
-    runs = rp.plan("tiny", tables=(4,), seeds=1)  # 3 runs
-    root = rp.runs_dir(tmp_path, "tiny")
+    runs = plan("tiny", tables=(4,), seeds=1)  # 3 runs
+    root = runs_dir(tmp_path, "tiny")
     old, current, missing = runs
     folder = write_fake_run(root, old)
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -357,21 +367,21 @@ def test_execute_refuses_finished_runs_made_with_other_settings(tmp_path):
     before = (folder / "metrics.json").read_bytes()
     write_fake_run(root, current)
     stub = StubExecutor()
-    with pytest.raises(rp.ReproduceError) as error:
-        rp.execute(runs, tmp_path, executor=stub, progress=False)
+    with pytest.raises(ReproduceError) as error:
+        execute(runs, tmp_path, executor=stub, progress=False)
     message = str(error.value)
-    planned_epochs = rp.config_for("tiny", "audiocaps").epochs
+    planned_epochs = config_for("tiny", "audiocaps").epochs
     assert str(folder) in message and f"epochs 7 -> {planned_epochs}" in message
     assert "joint_dim '<absent>' -> 64" in message
     assert "specaug" not in message
     assert current.run_id not in message and "Move or delete" in message
     assert stub.calls == [] and (folder / "metrics.json").read_bytes() == before  # nothing ran, nothing rewritten
-    assert rp.stale_settings(current, root / current.run_id) == {}
+    assert stale_settings(current, root / current.run_id) == {}
     (root / missing.run_id).mkdir()
     (root / missing.run_id / "metrics.json").write_text(json.dumps({"test": {}}))  # no recorded config
     del runs[0]
-    with pytest.raises(rp.ReproduceError, match="cannot read the run's recorded config"):
-        rp.execute(runs, tmp_path, executor=stub, progress=False)
+    with pytest.raises(ReproduceError, match="cannot read the run's recorded config"):
+        execute(runs, tmp_path, executor=stub, progress=False)
 
 
 def disk_state(root: Path) -> dict[str, tuple[str, int]]:
@@ -384,13 +394,13 @@ def test_a_reproduce_with_every_run_complete_changes_nothing_on_disk(rendered, m
     """`bash scripts/main.sh` on an up-to-date clone: `thadcr reproduce --profile tiny --jobs 2` with
     every run finished and the tables rendered trains nothing and writes nothing."""
     results, runs, missing, _ = rendered
-    root = rp.runs_dir(results, "tiny")
+    root = runs_dir(results, "tiny")
     for run in runs:
         if run.run_id in missing:
             write_fake_run(root, run)
-    rp.render("tiny", results, **SEEDS)  # the committed state: every run finished, tables rendered from them
+    render("tiny", results, **SEEDS)  # the committed state: every run finished, tables rendered from them
     stub = StubExecutor()
-    monkeypatch.setattr(rp, "papermill_executor", stub)
+    monkeypatch.setattr(execution, "papermill_executor", stub)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # --jobs 2 would set it for this process otherwise
     command = ["reproduce", "--profile", "tiny", "--jobs", "2", "--results", str(results), "--seeds", "3", "--tha-seeds", "3"]
     before = disk_state(results)
@@ -415,56 +425,56 @@ def test_a_reproduce_with_every_run_complete_changes_nothing_on_disk(rendered, m
 
 
 def test_gpu_variant_reads_the_variant_table():
-    assert {v: rp.gpu_variant(v) for v in rp.VARIANT_PARTS} == {
+    assert {v: gpu_variant(v) for v in VARIANT_PARTS} == {
         "DP": "DP", "THA": "THA", "THA+DP": "THA", "DCR": "DP", "THA+DCR": "THA+DCR", "DP+LD": "DP",
         "DP+LD+LA": "DP"}  # fmt: skip
 
 
 def test_plan_overrides_reach_every_run_and_refuse_plan_keys():
-    runs = rp.plan("tiny", tables=(4,), seeds=1, overrides={"epochs": 6, "specaug_time_masks": 2})
+    runs = plan("tiny", tables=(4,), seeds=1, overrides={"epochs": 6, "specaug_time_masks": 2})
     for run in runs:
         assert run.parameters(Path("x"), False)["overrides"] == {
             "audio_encoder": "htsat", "epochs": 6, "specaug_time_masks": 2}  # fmt: skip
         config = run.config()
         assert (config.epochs, config.specaug_time_masks, config.n_factors) == (6, 2, run.n_factors)
-    assert [r.run_id for r in runs] == [r.run_id for r in rp.plan("tiny", tables=(4,), seeds=1)]  # same ids
-    with pytest.raises(rp.ReproduceError, match="the plan sets variant"):
-        rp.plan("tiny", overrides={"variant": "DP"})
-    with pytest.raises(rp.ReproduceError, match="unknown key.*nonsense.*Valid keys"):
-        rp.plan("tiny", overrides={"nonsense": 1})
-    with pytest.raises(rp.ReproduceError, match="specaug_time_masks must be 0 or positive"):
-        rp.plan("tiny", overrides={"specaug_time_masks": -2})  # a bad value stops the plan, not each run
+    assert [r.run_id for r in runs] == [r.run_id for r in plan("tiny", tables=(4,), seeds=1)]  # same ids
+    with pytest.raises(ReproduceError, match="the plan sets variant"):
+        plan("tiny", overrides={"variant": "DP"})
+    with pytest.raises(ReproduceError, match="unknown key.*nonsense.*Valid keys"):
+        plan("tiny", overrides={"nonsense": 1})
+    with pytest.raises(ReproduceError, match="specaug_time_masks must be 0 or positive"):
+        plan("tiny", overrides={"specaug_time_masks": -2})  # a bad value stops the plan, not each run
 
 
 def test_reproduce_command_set_option(tmp_path, capsys):
     args = ["--profile", "tiny", "--tables", "4", "--results", str(tmp_path), "--set", "variant=DP"]
-    assert rp.main(args) == 2
+    assert main(["reproduce", *args]) == 2
     assert "the plan sets variant" in capsys.readouterr().err
-    assert rp.main(args[:-1] + ["epochs"]) == 2
+    assert main(["reproduce", *args[:-1], "epochs"]) == 2
     assert "not of the form key=value" in capsys.readouterr().err
     assert not (tmp_path / "tiny").exists()  # refused before anything ran
 
 
 def test_execute_reports_failures_and_goes_on(tmp_path, capsys):
-    runs = rp.plan("tiny", tables=(5,), seeds=1)  # 5 runs
+    runs = plan("tiny", tables=(5,), seeds=1)  # 5 runs
     broken, silent = runs[1].run_id, runs[3].run_id
     stub = StubExecutor(fail={broken}, no_metrics={silent})
-    record = rp.execute(runs, tmp_path, jobs=2, executor=stub, progress=False)
+    record = execute(runs, tmp_path, jobs=2, executor=stub, progress=False)
     assert len(stub.calls) == 5 and len(record["done"]) == 3
     assert set(record["failed"]) == {broken, silent}
-    notebook = rp.runs_dir(tmp_path, "tiny") / broken / "run.ipynb"
+    notebook = runs_dir(tmp_path, "tiny") / broken / "run.ipynb"
     assert str(notebook) in record["failed"][broken] and notebook.is_file()
     assert "no metrics.json" in record["failed"][silent]
     assert broken in capsys.readouterr().err
     retry = StubExecutor()  # failed runs are retried (resumed) by the next call
-    rp.execute(runs, tmp_path, executor=retry, progress=False)
+    execute(runs, tmp_path, executor=retry, progress=False)
     assert sorted(retry.calls) == sorted([(broken, True), (silent, True)])
 
 
 def test_execute_takes_only_its_shard(tmp_path):
-    runs = rp.plan("tiny")
+    runs = plan("tiny")
     stub = StubExecutor()
-    record = rp.execute(runs, tmp_path, shard="2/5", executor=stub, progress=False)
+    record = execute(runs, tmp_path, shard="2/5", executor=stub, progress=False)
     assert [c[0] for c in stub.calls] == [r.run_id for r in runs[2::5]]
     assert record["shard"] == "2/5" and record["done"] == [r.run_id for r in runs[2::5]]
 
@@ -473,30 +483,30 @@ def test_execute_survives_an_executor_crash(tmp_path):
     def crash(notebook, output, parameters, log):
         raise OSError("kernel died")
 
-    record = rp.execute(rp.plan("tiny", tables=(4,), seeds=1), tmp_path, executor=crash, progress=False)
+    record = execute(plan("tiny", tables=(4,), seeds=1), tmp_path, executor=crash, progress=False)
     assert len(record["failed"]) == 3 and all("kernel died" in m for m in record["failed"].values())
 
 
 def test_execute_refuses_bad_arguments(tmp_path):
-    with pytest.raises(rp.ReproduceError, match="no runs"):
-        rp.execute([], tmp_path, executor=StubExecutor())
-    with pytest.raises(rp.ReproduceError, match="jobs"):
-        rp.execute(rp.plan("tiny", tables=(4,), seeds=1), tmp_path, jobs=0, executor=StubExecutor())
-    with pytest.raises(rp.ReproduceError, match="one profile"):
-        rp.execute(rp.plan("tiny", tables=(4,), seeds=1) + rp.plan("paper", tables=(4,)), tmp_path, executor=StubExecutor())
+    with pytest.raises(ReproduceError, match="no runs"):
+        execute([], tmp_path, executor=StubExecutor())
+    with pytest.raises(ReproduceError, match="jobs"):
+        execute(plan("tiny", tables=(4,), seeds=1), tmp_path, jobs=0, executor=StubExecutor())
+    with pytest.raises(ReproduceError, match="one profile"):
+        execute(plan("tiny", tables=(4,), seeds=1) + plan("paper", tables=(4,)), tmp_path, executor=StubExecutor())
 
 
 def test_command_line_returns_nonzero_after_a_failure(tmp_path, monkeypatch):
-    runs = rp.plan("tiny", tables=(4,), seeds=1)
+    runs = plan("tiny", tables=(4,), seeds=1)
     stub = StubExecutor(fail={runs[0].run_id})
-    monkeypatch.setattr(rp, "papermill_executor", stub)
+    monkeypatch.setattr(execution, "papermill_executor", stub)
     parser = argparse.ArgumentParser()
-    rp.add_arguments(parser)
+    reproduce_cli.add_arguments(parser)
     args = parser.parse_args(["--profile", "tiny", "--tables", "4", "--seeds", "1", "--results", str(tmp_path)])
     # the stub's metrics.json lack the fields render needs beyond "test": render still works
-    assert rp.run_from_args(args) == 1
+    assert reproduce_cli.run_from_args(args) == 1
     assert len(stub.calls) == 3 and (tmp_path / "tiny" / "tables" / "table4.csv").is_file()
-    assert rp.run_from_args(parser.parse_args(["--profile", "tiny", "--tables", "9", "--results", str(tmp_path)])) == 2
+    assert reproduce_cli.run_from_args(parser.parse_args(["--profile", "tiny", "--tables", "9", "--results", str(tmp_path)])) == 2
 
 
 STUB_TRAIN_NOTEBOOK = '''# %% tags=["parameters"]
@@ -528,13 +538,13 @@ def test_papermill_passes_the_parameters_to_a_stub_notebook(tmp_path, monkeypatc
     """The real papermill path, with a stub in place of notebooks/train.py (one kernel start)."""
     stub = tmp_path / "stub_train.py"
     stub.write_text(STUB_TRAIN_NOTEBOOK)
-    monkeypatch.setattr(rp, "TRAIN_NOTEBOOK", stub)
+    monkeypatch.setattr(execution, "TRAIN_NOTEBOOK", stub)
     monkeypatch.chdir(tmp_path)
-    run = next(r for r in rp.plan("tiny", tables=(4,), seeds=1) if r.n_factors == 10)
-    (rp.runs_dir(tmp_path / "results", "tiny") / run.run_id).mkdir(parents=True)  # an interrupted run
-    record = rp.execute([run], tmp_path / "results", progress=False, fill=False)  # a stub needs no features
+    run = next(r for r in plan("tiny", tables=(4,), seeds=1) if r.n_factors == 10)
+    (runs_dir(tmp_path / "results", "tiny") / run.run_id).mkdir(parents=True)  # an interrupted run
+    record = execute([run], tmp_path / "results", progress=False, fill=False)  # a stub needs no features
     assert record["done"] == [run.run_id], record["failed"]
-    folder = rp.runs_dir(tmp_path / "results", "tiny") / run.run_id
+    folder = runs_dir(tmp_path / "results", "tiny") / run.run_id
     seen = json.loads((folder / "metrics.json").read_text())["seen"]
     assert seen == {"variant": "DCR", "dataset": "audiocaps", "overrides": {"audio_encoder": "htsat"},
                     "resume": True, "epochs": None, "alpha": 0.01, "cwd": str(tmp_path)}  # fmt: skip
@@ -580,12 +590,12 @@ def test_train_notebook_builds_the_config_and_plots(tmp_path, monkeypatch):
 
     def fake_train(config, out_dir, resume=False, progress=True):
         seen.update(config=config, out_dir=out_dir, resume=resume)
-        run = rp.Run("tiny", "clotho", config.variant, config.audio_encoder, config.n_factors, config.alpha,
+        run = Run("tiny", "clotho", config.variant, config.audio_encoder, config.n_factors, config.alpha,
                      config.beta, config.seed)  # fmt: skip
         folder = write_fake_run(Path(out_dir).parent, run, name=Path(out_dir).name)
         return json.loads((folder / "metrics.json").read_text())
 
-    monkeypatch.setitem(sys.modules, "thadcr.train", types.SimpleNamespace(train=fake_train))
+    monkeypatch.setitem(sys.modules, "thadcr.run.train", types.SimpleNamespace(train=fake_train))
     out = tmp_path / "run"
     params = {"variant": "DCR", "dataset": "clotho", "n_factors": 10, "beta": 0.01, "epochs": 2,
               "out_dir": str(out), "overrides": {"audio_encoder": "resnet38"}, "resume": True}  # fmt: skip
@@ -613,7 +623,7 @@ def test_figures_notebook_on_synthetic_and_on_missing_results(rendered, monkeypa
     exec(compile(code, "figures.py", "exec"), namespace)
     assert namespace["factors_run"] == "audiocaps-THA+DCR-htsat-K8-a0.01-b0.005-s0"
     curves, notes = namespace["page"].training_logs(namespace["root"], "tiny")  # what the curves cell drew
-    assert set(curves["method"]) == {m for m, _ in rp.TABLE_ROWS[1]}
+    assert set(curves["method"]) == {m for m, _ in TABLE_ROWS[1]}
     assert any("From epoch 1 to epoch" in str(text) for text in shown)  # the reading under the curves
     titles = [plt.figure(n).axes[0].get_title() for n in plt.get_fignums()]  # the curves' figure is shown and closed
     assert len(titles) == 3 and titles[0] == "Table 4: K"  # changes from the default (K, alpha, beta), C, g
@@ -649,8 +659,8 @@ def test_tables_notebook_executes_with_papermill(rendered):
 
 def test_render_writes_the_claims_table(rendered):
     """Every claim gets a row; runs written without per-query ranks leave their claims undecided as
-    'missing' (thadcr.claims computes the intervals; tests/test_claims.py checks them)."""
-    from thadcr.claims import CLAIMS
+    'missing' (thadcr.experiments.claims computes the intervals; tests/test_claims.py checks them)."""
+    from thadcr.experiments.claims import CLAIMS
 
     results, _, _, _ = rendered
     claims = pd.read_csv(results / "tiny" / "tables" / "claims.csv")
@@ -662,7 +672,7 @@ def test_render_writes_the_claims_table(rendered):
 def test_chance_recall_against_counting_every_ranking():
     from itertools import permutations
 
-    from thadcr.metrics import chance_recall
+    from thadcr.run.metrics import chance_recall
 
     for n, relevant, k in ((6, 1, 2), (6, 2, 2), (5, 3, 1), (4, 2, 4)):
         rankings = list(permutations(range(n)))  # items 0..relevant-1 are the correct ones
@@ -678,7 +688,7 @@ def test_render_writes_each_runs_recall_against_chance(rendered):
     learning = pd.read_csv(tmp_path / "tiny" / "tables" / "learning.csv")
     assert set(learning.run) == {run.run_id for run in runs} - missing
     row = learning.iloc[0]
-    test = json.loads((rp.runs_dir(tmp_path, "tiny") / row.run / "metrics.json").read_text())["test"]
+    test = json.loads((runs_dir(tmp_path, "tiny") / row.run / "metrics.json").read_text())["test"]
     a2t_chance = 100 * (1 - math.comb(995, 10) / math.comb(1000, 10))  # 5 of 1000 captions correct
     assert row.t2a_chance == pytest.approx(5.0) and row.a2t_chance == pytest.approx(a2t_chance, abs=0.01)
     assert row.t2a_x_chance == pytest.approx(test["t2a_R10"] / 5.0, abs=0.01)
@@ -689,7 +699,7 @@ def test_render_writes_each_runs_recall_against_chance(rendered):
 def test_an_interrupted_execute_still_records_what_it_did(tmp_path):
     """Ctrl-C (or a scheduler's SIGTERM, turned into KeyboardInterrupt) ends the call, but its
     execution record, with the runs done so far and "interrupted", is written."""
-    runs = rp.plan("tiny", tables=(4,), seeds=1)
+    runs = plan("tiny", tables=(4,), seeds=1)
     stub = StubExecutor()
 
     def interrupting(notebook, output, parameters, log):
@@ -698,7 +708,7 @@ def test_an_interrupted_execute_still_records_what_it_did(tmp_path):
         return stub(notebook, output, parameters, log)
 
     with pytest.raises(KeyboardInterrupt):
-        rp.execute(runs, tmp_path, executor=interrupting, progress=False)
+        execute(runs, tmp_path, executor=interrupting, progress=False)
     records = [json.loads(p.read_text()) for p in (tmp_path / "tiny" / "executions").glob("*.json")]
     assert len(records) == 1 and records[0]["interrupted"] is True
     assert records[0]["done"] == [runs[0].run_id] and records[0]["elapsed_s"] >= 0

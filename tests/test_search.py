@@ -10,14 +10,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from thadcr.audio_io import AudioError
-from thadcr.checkpoint import saved_state
-from thadcr.cli import main
+from thadcr.data.audio_io import AudioError
+from thadcr.run.checkpoint import saved_state
+from thadcr.interfaces.cli import main
 from thadcr.config import make_config
-from thadcr.evaluation import EvalSet, encode_clips
+from thadcr.run.evaluation import EvalSet, encode_clips
 from thadcr.files import atomic_save
-from thadcr.model import RetrievalModel, build_model
-from thadcr.search import Searcher, audio_files, search
+from thadcr.model.retrieval import RetrievalModel, build_model
+from thadcr.interfaces.search import Searcher, audio_files, search
 
 QUERY, OTHER = "a high tone then a low tone", "a low beep followed by a middle beep"
 

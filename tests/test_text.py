@@ -10,8 +10,8 @@ import importlib.util
 import pytest
 import torch
 
-from thadcr import text
-from thadcr.text import TextEncoder, minilm_path
+from thadcr.model import text
+from thadcr.model.text import TextEncoder, minilm_path
 
 CAPTIONS = ["a dog barks while cars pass by", "rain", "people talk and laugh loudly in a hall"]
 

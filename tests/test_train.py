@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import thadcr.train as train_module
+import thadcr.run.train as train_module
 from thadcr.config import make_config
-from thadcr.checkpoint import export_checkpoint, load_trained
-from thadcr.distributed import resolve_device
+from thadcr.run.checkpoint import export_checkpoint, load_trained
+from thadcr.run.distributed import resolve_device
 from thadcr.errors import RunError
-from thadcr.evaluation import evaluate_checkpoint
-from thadcr.train import train
+from thadcr.run.evaluation import evaluate_checkpoint
+from thadcr.run.train import train
 
 
 def small_config(root, tmp_path, **changes):
@@ -138,13 +138,13 @@ def test_two_processes_match_one_process(tmp_path):
 
 
 def test_git_dirty_says_whether_tracked_files_differ_from_head(monkeypatch):
-    from thadcr import provenance
+    from thadcr.run import provenance
 
-    answers = {" M thadcr/alignment.py\n": True, "": False, None: None}
+    answers = {" M thadcr/model/alignment.py\n": True, "": False, None: None}
     for porcelain, want in answers.items():
         monkeypatch.setattr(provenance, "_git", lambda *args, out=porcelain: out)
         assert provenance.git_dirty() is want
-        assert provenance.code_state()["git_changes"] == (None if want is None else ["thadcr/alignment.py"][: int(want)])
+        assert provenance.code_state()["git_changes"] == (None if want is None else ["thadcr/model/alignment.py"][: int(want)])
     monkeypatch.setattr(provenance, "_git", lambda *args: "0123abc\n")
     assert provenance.git_commit() == "0123abc"
     monkeypatch.setattr(provenance, "_git", lambda *args: None)

@@ -2,7 +2,7 @@
 
 import sys
 
-from thadcr.cli import main
+from thadcr.interfaces.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

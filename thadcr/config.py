@@ -82,8 +82,8 @@ class VariantParts:
 
 
 # The variants of Tables 1-3 (paper section 3.2: "THA", "THA+DP", "DCR", "THA+DCR"; Table 3: DP (HTSAT),
-# + L_D, + L_D + L_A, and the full DCR, which adds CA). The model (`thadcr.model`), the plan
-# (`thadcr.reproduce`) and the tests read which parts a variant has from here.
+# + L_D, + L_D + L_A, and the full DCR, which adds CA). The model (`thadcr.model.retrieval`), the plan
+# (`thadcr.experiments.plan`) and the tests read which parts a variant has from here.
 VARIANT_PARTS: dict[str, VariantParts] = {parts.name: parts for parts in (
     VariantParts("DP", dp=True),
     VariantParts("THA", tha=True),
@@ -94,7 +94,7 @@ VARIANT_PARTS: dict[str, VariantParts] = {parts.name: parts for parts in (
     VariantParts("DP+LD+LA", factors=True, loss_d=True, loss_a=True),
 )}  # fmt: skip
 VARIANTS = tuple(VARIANT_PARTS)
-SPLITS = ("train", "val", "test")  # the splits of a data set, in every layout (`thadcr.datasets`)
+SPLITS = ("train", "val", "test")  # the splits of a data set, in every layout (`thadcr.data.readers`)
 AUDIO_ENCODERS = ("htsat", "resnet38")
 LAYOUTS = ("clotho", "audiocaps")
 MODEL_SELECTIONS = ("best_val", "last")
@@ -103,7 +103,7 @@ DEVICE_TEXT = "'auto' or a torch device (cpu, cuda, cuda:1, mps, ...)"
 
 # Keys Config gained after runs had been recorded, with the value that keeps the behaviour from
 # before the key (git history of this file). A recorded config without such a key reads as this
-# value (`from_dict`, `thadcr.reproduce.stale_settings`); any other missing key is an error.
+# value (`from_dict`, `thadcr.experiments.plan.stale_settings`); any other missing key is an error.
 KEYS_ADDED: dict[str, Any] = {
     "resnet38_dropout": True,  # ResNet38 kept PANNs' dropouts
     "tha_max_audio_tokens": 0,  # THA attended every audio token
@@ -143,7 +143,7 @@ class Config:
     audio_encoder: str = _key("audio encoder", choices=AUDIO_ENCODERS)
     htsat_size: str = _key("HTS-AT size: paper (AudioSet architecture) or tiny", choices=("paper", "tiny"))
     audio_frozen: bool = _key("keep the pretrained audio encoder fixed (eval mode) and train the rest on its "
-                              "features, computed once per split and cached (thadcr.audio_features)")
+                              "features, computed once per split and cached (thadcr.run.features)")
     audio_checkpoint: str | None = _key("official HTS-AT / PANNs checkpoint file; null: random initialisation")
     resnet38_width: float = _key("channel multiplier of ResNet38 (1.0 = the published PANNs model)", gt=0)
     resnet38_dropout: bool = _key("PANNs' dropouts in ResNet38 (training only)")

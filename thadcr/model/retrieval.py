@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thadcr.alignment import THA
-from thadcr.audio import HTSAT, HTSATOutput, ResNet38, load_htsat_checkpoint, load_resnet38_checkpoint
+from thadcr.model.alignment import THA
+from thadcr.model.audio import load_htsat_checkpoint, load_resnet38_checkpoint
+from thadcr.model.htsat import HTSAT, HTSATOutput
+from thadcr.model.resnet38 import ResNet38
 from thadcr.config import Config, ConfigError, VariantParts
-from thadcr.factors import (
+from thadcr.model.factors import (
     ConfidenceAware,
     FactorProjection,
     alignment_loss,
@@ -28,8 +30,8 @@ from thadcr.factors import (
     factor_correlation,
     uniform_factor_similarity,
 )
-from thadcr.losses import nt_xent
-from thadcr.text import TextEncoder, TextOutput
+from thadcr.model.losses import nt_xent
+from thadcr.model.text import TextEncoder, TextOutput
 
 
 @dataclass
@@ -117,7 +119,7 @@ class RetrievalModel(nn.Module):
         if load_weights and config.audio_checkpoint:
             self.audio_load_report = loader(self.audio_encoder, config.audio_checkpoint)
         self.audio_frozen = config.audio_frozen
-        if self.audio_frozen:  # its features come from thadcr.audio_features.AudioFeatureCache
+        if self.audio_frozen:  # its features come from thadcr.run.features.AudioFeatureCache
             self.audio_encoder.requires_grad_(False)
             self.audio_encoder.eval()
 
@@ -153,7 +155,7 @@ class RetrievalModel(nn.Module):
     # ----------------------------------------------------------------- encoders
     def encode_audio(self, audio: torch.Tensor | HTSATOutput) -> Embeddings:
         """logmel (B, frames, mel bins), or the encoder's output (e.g. cached from a frozen
-        encoder, `thadcr.audio_features`) -> the audio side of every similarity the variant uses
+        encoder, `thadcr.run.features`) -> the audio side of every similarity the variant uses
         (the encoder checks the shape against its own number of mel bins)."""
         out = audio if isinstance(audio, HTSATOutput) else self.audio_encoder(audio)
         return Embeddings(

@@ -13,10 +13,10 @@ import torch
 
 from thadcr import numerics
 from thadcr.config import Config, from_dict
-from thadcr.distributed import resolve_device
+from thadcr.run.distributed import resolve_device
 from thadcr.errors import RunError
 from thadcr.files import TORCH_LOAD_ERRORS, atomic_save
-from thadcr.model import RetrievalModel, build_model
+from thadcr.model.retrieval import RetrievalModel, build_model
 
 
 def saved_state(model: RetrievalModel, half: bool = False) -> dict:

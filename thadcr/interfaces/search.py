@@ -27,15 +27,16 @@ import torch
 from tqdm import tqdm
 
 from thadcr import __version__
-from thadcr.audio import LogMel
-from thadcr.audio_io import AudioError, load_audio
-from thadcr.checkpoint import load_trained
+from thadcr.model.audio import LogMel
+from thadcr.data.audio_io import AudioError, load_audio
+from thadcr.run.checkpoint import load_trained
 from thadcr.config import Config
-from thadcr.datasets import crop_frames, normalise_caption
+from thadcr.data.datasets import crop_frames
+from thadcr.data.readers import normalise_caption
 from thadcr.errors import UsageError
-from thadcr.evaluation import EvalSet, encode_clips, frames_per_clip, front_end
+from thadcr.run.evaluation import EvalSet, encode_clips, frames_per_clip, front_end
 from thadcr.files import AUDIO_SUFFIXES, TORCH_LOAD_ERRORS, atomic_save, sha256
-from thadcr.model import Embeddings, RetrievalModel, concat_embeddings
+from thadcr.model.retrieval import Embeddings, RetrievalModel, concat_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -105,7 +105,7 @@ def is_silent(wave: torch.Tensor, threshold_db: float = SILENCE_DB) -> bool:
     """True when the clip is all zeros or its RMS level is below ``threshold_db`` dBFS.
 
     Silent clips are kept by the loaders (they are valid audio) and counted by
-    ``thadcr.datasets.check_dataset``.
+    ``thadcr.data.check.check_dataset``.
     """
     return rms_db(wave) < threshold_db
 

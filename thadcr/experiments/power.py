@@ -1,7 +1,7 @@
 """Power analysis of the tiny plan: from pilot runs on the validation folds, the parts of a claim's
 variance and the interval half-width that a plan of S seeds and n test clips predicts.
 
-The model is `thadcr.claims`'s: the paired difference of two settings at seed s, measured on n
+The model is `thadcr.experiments.claims`'s: the paired difference of two settings at seed s, measured on n
 clips, is d_s = delta + a + u_s + v_s, with test sampling a (variance sigma_a^2 / n), training noise
 u_s (sigma_u^2) and the seed x query interaction v_s (sigma_v^2 / n), so that
 
@@ -17,7 +17,7 @@ parts off three figures:
 
 so sigma_v^2 = n_p (b1 - bm) / (1 - 1 / S_p), sigma_a^2 = n_p b1 - sigma_v^2 and sigma_u^2 =
 w - sigma_v^2 / n_p, each clipped at 0. `half_width` then predicts the 95 % half-width of a plan
-with the interval rule of `thadcr.claims` (Welch-Satterthwaite df, the test-sampling part known).
+with the interval rule of `thadcr.experiments.claims` (Welch-Satterthwaite df, the test-sampling part known).
 The validation clips stand in for the test clips: both are scenes made from held-out recordings.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from thadcr.claims import LEVEL, t_quantile
+from thadcr.experiments.claims import LEVEL, t_quantile
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ The paper fine-tunes an HTS-AT pretrained as an AudioSet tagger (Sec. 3.1, ref [
 ResNet38 row starts from the PANNs AudioSet tagger (ref [17]). The tiny profile's encoders get the
 same start here: each is trained as a multi-label tagger (binary cross-entropy over the sound
 classes present, the analogue of AudioSet's labels) on tag-only scenes that the embedded builder's
-planner and mixer (:func:`thadcr.embedded.plan_scene`, :func:`thadcr.embedded.render_scene`) make
+planner and mixer (:func:`thadcr.data.embedded.scenes.plan_scene`, :func:`thadcr.data.embedded.scenes.render_scene`) make
 from DEVELOPMENT recordings only, rendered on the fly, each scene seen once.
 
 The checkpoints use the official formats, so the tiny profile loads them through
-:func:`thadcr.audio.load_htsat_checkpoint` / :func:`thadcr.audio.load_resnet38_checkpoint`:
+:func:`thadcr.model.audio.load_htsat_checkpoint` / :func:`thadcr.model.audio.load_resnet38_checkpoint`:
 
 - HTS-AT: ``{'state_dict': {'sed_model.<name>': tensor}}`` (Lightning), with the TS-CAM
   classifier ``tscam_conv.*``, the official model's ``head.*`` and the attention buffers;
@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,20 +37,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from thadcr import embedded, numerics, portable
-from thadcr.audio import (
-    HTSAT,
-    HTSAT_IGNORED_SUFFIXES,
-    LogMel,
-    ResNet38,
-    load_htsat_checkpoint,
-    load_resnet38_checkpoint,
-)
+from thadcr.data.embedded.build import SPLITS
+from thadcr.data.embedded.inventory import PhraseSet, Recording, assign_splits, inventory, load_classes, load_recordings
+from thadcr.data.embedded.packages import fetch_packages, package_version
+from thadcr.data.embedded.scenes import Scene, plan_scene, render_scene
+
+from thadcr import numerics, portable
+from thadcr.model.audio import HTSAT_IGNORED_SUFFIXES, LogMel, load_htsat_checkpoint, load_resnet38_checkpoint
+from thadcr.model.htsat import HTSAT
+from thadcr.model.resnet38 import ResNet38
 from thadcr.config import Config, make_config
 from thadcr.errors import RunError, UsageError
 from thadcr.files import atomic_save, atomic_write_json, sha256_file, torch_bytes
-from thadcr.train import adam
-from thadcr.provenance import git_commit, git_dirty, machine, package_versions
+from thadcr.run.train import adam
+from thadcr.run.provenance import git_commit, git_dirty, machine, package_versions
 
 ENCODERS = ("htsat", "resnet38")
 SCENE_STREAMS = {"development": 0, "validation": 1, "evaluation": 2}  # one numpy stream per split
@@ -74,11 +73,11 @@ class Material:
     recording keys of that split (events / backgrounds).
     """
 
-    recordings: list[embedded.Recording]
+    recordings: list[Recording]
     audio: dict[str, np.ndarray]
     splits: dict[str, str]
     classes: list[str]
-    phrases: dict[str, embedded.PhraseSet]
+    phrases: dict[str, PhraseSet]
     pools: dict[str, dict[str, list[str]]]
     backgrounds: dict[str, dict[str, list[str]]]
     sample_rate: int
@@ -100,21 +99,21 @@ def load_material(packages_dir: str | Path, sample_rate: int, data_seed: int = 0
     equal the one it lists: the taggers must never hear a validation or evaluation recording of
     the data set the retrieval runs use.
     """
-    trees = embedded.fetch_packages(packages_dir, progress)
-    phrases = embedded.load_classes()
-    recordings, readers, _, _ = embedded.inventory(trees, phrases)
-    audio, recordings, _ = embedded.load_recordings(recordings, readers, sample_rate, progress)
-    splits = embedded.assign_splits(recordings, data_seed)
+    trees = fetch_packages(packages_dir, progress)
+    phrases = load_classes()
+    recordings, readers, _, _ = inventory(trees, phrases)
+    audio, recordings, _ = load_recordings(recordings, readers, sample_rate, progress)
+    splits = assign_splits(recordings, data_seed)
     checked = sources_csv is not None and Path(sources_csv).is_file()
     if checked:
         _check_splits(splits, Path(sources_csv), data_seed)
-    pools = {s: {} for s in embedded.SPLITS}
-    backgrounds = {s: {} for s in embedded.SPLITS}
+    pools = {s: {} for s in SPLITS}
+    backgrounds = {s: {} for s in SPLITS}
     for recording in recordings:
         target = pools if recording.kind == "event" else backgrounds
         target[splits[recording.key]].setdefault(recording.cls, []).append(recording.key)
     return Material(recordings, audio, splits, list(phrases), phrases, pools, backgrounds, sample_rate,
-                    {p: embedded.package_version(t, p) for p, t in trees.items()}, data_seed,
+                    {p: package_version(t, p) for p, t in trees.items()}, data_seed,
                     str(sources_csv) if checked else None)
 
 
@@ -132,18 +131,18 @@ def _check_splits(splits: dict[str, str], sources_csv: Path, data_seed: int) -> 
 
 
 def tag_scene(material: Material, split: str, seed: int, index: int, clip_seconds: float, speed: bool = False,
-              ) -> tuple[embedded.Scene, np.ndarray, np.ndarray]:
+              ) -> tuple[Scene, np.ndarray, np.ndarray]:
     """Scene ``index`` of a split's tag stream: (timeline, wave (samples,), targets (C,) float32).
 
-    Drawn by :func:`thadcr.embedded.plan_scene` from that split's recordings alone, with a numpy
+    Drawn by :func:`thadcr.data.embedded.scenes.plan_scene` from that split's recordings alone, with a numpy
     generator seeded by (seed, split, index), so a scene does not depend on the order or the
     process it is drawn in. The targets are 1 for each event class and the background class.
     With ``speed`` each recording of the scene is played at a speed drawn from SPEEDS
     (:func:`speed_perturbed`), after the plan, so the timeline is the unperturbed scene's.
     """
     rng = np.random.default_rng([seed, SCENE_STREAMS[split], index])
-    scene = embedded.plan_scene(rng, material.pools[split], material.backgrounds[split], material.lengths,
-                                material.phrases, clip_seconds)
+    scene = plan_scene(rng, material.pools[split], material.backgrounds[split], material.lengths,
+                       material.phrases, clip_seconds)
     keys = [e.key for e in scene.events] + ([scene.background] if scene.background else [])
     strays = [k for k in keys if material.splits[k] != split]
     if strays:  # the taggers must never hear a validation or evaluation recording in training
@@ -152,14 +151,14 @@ def tag_scene(material: Material, split: str, seed: int, index: int, clip_second
     for cls in [e.cls for e in scene.events] + ([scene.background_cls] if scene.background_cls else []):
         targets[material.classes.index(cls)] = 1.0
     rendered, audio = (speed_perturbed(scene, material, rng, clip_seconds) if speed else (scene, material.audio))
-    return scene, embedded.render_scene(rendered, audio, material.sample_rate, clip_seconds), targets
+    return scene, render_scene(rendered, audio, material.sample_rate, clip_seconds), targets
 
 
 SPEEDS = (0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15)  # playback speed factors (pitch and tempo together)
 
 
-def speed_perturbed(scene: embedded.Scene, material: Material, rng: np.random.Generator, clip_seconds: float,
-                    ) -> tuple[embedded.Scene, dict[str, np.ndarray]]:
+def speed_perturbed(scene: Scene, material: Material, rng: np.random.Generator, clip_seconds: float,
+                    ) -> tuple[Scene, dict[str, np.ndarray]]:
     """(scene, audio) with each event's recording and the background's window resampled so that it
     plays ``f`` times faster, f drawn from SPEEDS per recording: a class then reaches the tagger in
     more versions than its few development recordings. Only the samples the clip uses are resampled.
@@ -215,7 +214,7 @@ class TagScenes(torch.utils.data.Dataset):
 def tscam_layout(tokens: torch.Tensor, freq_ratio: int) -> torch.Tensor:
     """Final-stage tokens (B, g*g, C), row-major over the (g, g) image grid, -> (B, C, g/r, r*g).
 
-    The image's rows stack r = freq_ratio time chunks (see :func:`thadcr.audio.reshape_wav2img`);
+    The image's rows stack r = freq_ratio time chunks (see :func:`thadcr.model.htsat.reshape_wav2img`);
     row h belongs to chunk h // (g/r) at frequency h % (g/r), so column w of chunk i is time
     i*g + w: out[b, c, f, i*g + w] = tokens[b, (i*(g/r) + f)*g + w, c].
     """
@@ -546,7 +545,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Pretrain the chosen encoders in the profile's numerics mode. Errors propagate as
-    `UsageError` (bad options) or `PretrainError`; `thadcr.cli.main` turns them into exit codes."""
+    `UsageError` (bad options) or `PretrainError`; `thadcr.interfaces.cli.main` turns them into exit codes."""
     if args.steps is not None and args.steps < 1 or args.batch_size < 1 or args.workers < 0 or args.threads < 1:
         raise UsageError("--steps, --batch-size and --threads must be positive, --workers 0 or more")
     encoders = ENCODERS if args.encoder == "both" else (args.encoder,)
@@ -568,14 +567,3 @@ def run_from_args(args: argparse.Namespace) -> int:
               f"evaluation mAP {report['evaluation']['mAP']:.3f} ({report['evaluation']['classes_present']} "
               f"classes), {report['train_seconds']:.0f} s")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m thadcr.pretrain ...``: the same as ``thadcr pretrain ...`` (exit codes included)."""
-    from thadcr import cli
-
-    return cli.main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -69,8 +69,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thadcr.metrics import recalls_from_ranks
-from thadcr.reproduce import (
+from thadcr.run.metrics import recalls_from_ranks
+from thadcr.experiments.plan import (
     DATASETS, METRICS, TABLE_DATASET, TABLE_ROWS, ReproduceError, Run, read_metrics, setting_id,
 )  # fmt: skip
 
@@ -82,7 +82,7 @@ RANKS_FILE = "test_ranks.npz"
 @dataclasses.dataclass(frozen=True)
 class Claim:
     """The paper claims that row ``better`` of ``table`` beats row ``worse`` (method labels of
-    ``reproduce.TABLE_ROWS`` and data/paper_results.csv); ``basis`` says where the paper says so."""
+    ``thadcr.experiments.plan.TABLE_ROWS`` and data/paper_results.csv); ``basis`` says where the paper says so."""
 
     table: int
     better: str
@@ -338,8 +338,8 @@ def claims_frame(
     """One row per claim of CLAIMS: paper_effect, effect, ci_low, ci_high, verdict and how they
     were obtained (module docstring), from the runs' test_ranks.npz under ``root/runs/<run_id>/``.
 
-    root: results/<profile>; runs: the whole plan (``reproduce.plan``); paper:
-    ``reproduce.load_paper_results()``. Runs without test_ranks.npz are left out (listed in
+    root: results/<profile>; runs: the whole plan (``thadcr.experiments.plan.plan``); paper:
+    ``thadcr.experiments.tables.load_paper_results()``. Runs without test_ranks.npz are left out (listed in
     ``missing``); a claim without a paired seed gets NaN and verdict ``missing``. The bootstrap
     is seeded (``seed``, one stream per data set), so the table is reproducible.
     """
@@ -376,26 +376,3 @@ def claims_frame(
         rows.append(row)
     return pd.DataFrame(rows)
 
-
-def forest_plot(frame: pd.DataFrame, ax=None):
-    """Each claim's effect with its interval (ours), the paper's effect marked, and a zero line;
-    one row per claim of ``claims_frame``, top to bottom. Returns the Axes."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 0.32 * len(frame) + 1.2))
-    y = np.arange(len(frame))[::-1]  # first claim on top
-    colours = {"holds": "tab:green", "contradicted": "tab:red", SMALLER: "tab:orange"}
-    for yi, row in zip(y, frame.itertuples()):
-        colour = colours.get(row.verdict, "tab:gray")
-        ax.errorbar(row.effect, yi, xerr=[[row.effect - row.ci_low], [row.ci_high - row.effect]],
-                    fmt="o", color=colour, markersize=4, capsize=2)  # fmt: skip
-    ax.scatter(frame["paper_effect"], y, marker="D", color="black", s=14, zorder=3, label="paper's effect")
-    ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_yticks(y, [f"T{row.table} {row.claim}" for row in frame.itertuples()], fontsize=8)
-    ax.set_xlabel("R-sum difference, better - worse (95 % interval)")
-    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"ours: {v}") for v, c in
-               [("holds", "tab:green"), ("contradicted", "tab:red"), (SMALLER, "tab:orange"),
-                ("undecided", "tab:gray")]]  # fmt: skip
-    ax.legend(handles=handles + [ax.collections[-1]], fontsize=7, loc="best")
-    return ax

@@ -1,6 +1,6 @@
 """Evaluation: encode each clip and caption of a split once, score all pairs, compute the metrics.
 
-The protocol of the paper's ref [8] (see `thadcr.metrics`): every caption ranks all clips of the
+The protocol of the paper's ref [8] (see `thadcr.run.metrics`): every caption ranks all clips of the
 split and every clip ranks all captions. Clips get the deterministic centre crop.
 
 With ``eval_fold_clips`` = n > 0 a split is cut into disjoint galleries ("folds") of n clips in
@@ -22,15 +22,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from thadcr.audio import LogMel
-from thadcr.audio_features import AudioFeatureCache
+from thadcr.model.audio import LogMel
+from thadcr.run.features import AudioFeatureCache
 from thadcr.config import DEVICE_TEXT, Config
-from thadcr.datasets import ClipDataset, LogMelCache, Split, clip_frames, data_loader, load_split
+from thadcr.data.datasets import ClipDataset, clip_frames, data_loader
+from thadcr.data.logmel import LogMelCache
+from thadcr.data.readers import Split, load_split
 from thadcr.errors import UsageError
-from thadcr.factors import factor_correlation
-from thadcr.metrics import retrieval_metrics
-from thadcr.model import Embeddings, RetrievalModel, concat_embeddings
-from thadcr.text import TextFeatureCache
+from thadcr.model.factors import factor_correlation
+from thadcr.run.metrics import retrieval_metrics
+from thadcr.model.retrieval import Embeddings, RetrievalModel, concat_embeddings
+from thadcr.model.text import TextFeatureCache
 
 
 def front_end(config: Config) -> LogMel:
@@ -73,7 +75,7 @@ class EvalSet:
     @classmethod
     def open(cls, config: Config, name: str, model: RetrievalModel, num_workers: int | None = None) -> "EvalSet":
         """Split `name` of the config's data set (`open_split`) for `model` (on its device; a
-        frozen audio encoder's features cached, `thadcr.audio_features`), encoded in
+        frozen audio encoder's features cached, `thadcr.run.features`), encoded in
         ``eval_batch`` batches with ``num_workers`` loader processes (default: the config's)."""
         split, cache = open_split(config, name)
         workers = config.num_workers if num_workers is None else num_workers
@@ -150,7 +152,7 @@ def score_all(model: RetrievalModel, audio: Embeddings, text: Embeddings, block:
 @torch.no_grad()
 def score_split(model: RetrievalModel, audio: Embeddings, text: Embeddings, data: EvalSet) -> torch.Tensor:
     """(Na, Nt) similarities of the pairs within each gallery of the set (``fold_clips``), -inf
-    across galleries, so that `thadcr.metrics` ranks every query within its own fold."""
+    across galleries, so that `thadcr.run.metrics` ranks every query within its own fold."""
     owner = torch.as_tensor(np.asarray(data.split.caption_audio))
     folds = fold_ranges(data.split.n_clips, data.fold_clips, f"the {data.split.name} split")
     if len(folds) == 1:
@@ -190,7 +192,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", device: str
     ``overrides`` (``key=value`` texts) change keys of the checkpoint's config; ``device=...``
     among them is where to evaluate, the same as ``device`` (giving two different devices is a
     UsageError)."""
-    from thadcr.checkpoint import load_trained
+    from thadcr.run.checkpoint import load_trained
     from thadcr.config import parse_override
 
     changes = dict(parse_override(o) for o in overrides)

@@ -28,7 +28,7 @@ from thadcr import numerics
 from thadcr.config import from_dict
 from thadcr.errors import UsageError
 from thadcr.files import atomic_write_bytes
-from thadcr.provenance import git_commit, package_versions
+from thadcr.run.provenance import git_commit, package_versions
 
 # torch operations whose CPU kernels call MKL's vector math (VML: the `vms*`/`vmd*` functions in
 # libtorch_cpu) or MKL's DFT, in place and foreach forms included; composite operations that call
@@ -106,7 +106,7 @@ def trace(run_dir: str | Path, out: str | Path, steps: int = 3) -> int:
         raise UsageError(f"{metrics} is missing: trace a finished run's folder (e.g. results/tiny/runs/RUN_ID)")
     config = json.loads(metrics.read_text())["config"]
     numerics.apply(config["numerics"])
-    from thadcr.train import train  # after numerics.apply: nothing may compute before it
+    from thadcr.run.train import train  # after numerics.apply: nothing may compute before it
 
     events: list[dict] = [header()]
     done = {"steps": 0}

@@ -13,7 +13,7 @@
 
 Every file is written atomically. Batches come from a DataLoader (`num_workers` processes);
 several processes (torchrun) split each global batch and gather the embeddings, so the
-contrastive loss sees the whole batch (`thadcr.distributed.Distributed`).
+contrastive loss sees the whole batch (`thadcr.run.distributed.Distributed`).
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ import torch
 from tqdm import tqdm
 
 from thadcr import numerics
-from thadcr.checkpoint import load_saved_state, saved_state
+from thadcr.run.checkpoint import load_saved_state, saved_state
 from thadcr.config import SPLITS, Config, save_config
-from thadcr.datasets import CaptionDataset, GlobalBatchSampler, LogMelCache, Split, data_loader
-from thadcr.distributed import Distributed
+from thadcr.data.datasets import CaptionDataset, GlobalBatchSampler, data_loader
+from thadcr.data.logmel import LogMelCache
+from thadcr.data.readers import Split
+from thadcr.run.distributed import Distributed
 from thadcr.errors import RunError
-from thadcr.audio_features import AudioFeatureCache
-from thadcr.evaluation import (
+from thadcr.run.features import AudioFeatureCache
+from thadcr.run.evaluation import (
     EvalSet,
     audio_feature_cache,
     encode_split,
@@ -52,10 +54,10 @@ from thadcr.evaluation import (
     score_split,
 )
 from thadcr.files import atomic_save, atomic_write_bytes, atomic_write_json
-from thadcr.metrics import query_ranks, retrieval_metrics
-from thadcr.model import RetrievalModel, build_model
-from thadcr.provenance import code_state, package_versions
-from thadcr.text import TextFeatureCache
+from thadcr.run.metrics import query_ranks, retrieval_metrics
+from thadcr.model.retrieval import RetrievalModel, build_model
+from thadcr.run.provenance import code_state, package_versions
+from thadcr.model.text import TextFeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ def prepare(config: Config, out: Path, world: Distributed, progress: str) -> Ses
 def fill_feature_caches(config: Config, parts: tuple[str, ...] = ("text", "audio")) -> None:
     """Compute the frozen encoders' features of every split of the config's data set into their
     disk caches (``parts``: the text encoder's, the audio encoder's), as `prepare` would, so that
-    runs started side by side read them instead of each computing them (`thadcr.reproduce`)."""
+    runs started side by side read them instead of each computing them (`thadcr.experiments.execution`)."""
     numerics.apply(config.numerics)
     model = build_model(config)
     for name in SPLITS:
@@ -319,7 +321,7 @@ def _write_npz(path: Path, arrays: dict) -> None:
 
 def evaluate_tested_epoch(run: Session, initial_factors: dict | None) -> dict:
     """Rank 0: test the chosen epoch (best.pt); return the test metrics. Also writes each test
-    query's rank (test_ranks.npz, for the claims' bootstrap, `thadcr.claims`) and, for variants
+    query's rank (test_ranks.npz, for the claims' bootstrap, `thadcr.experiments.claims`) and, for variants
     with factors, C and the CA confidences before and after training (factors.npz)."""
     best = torch.load(run.out / "best.pt", map_location="cpu", weights_only=True)
     load_saved_state(run.model, best["model"], run.out / "best.pt")

@@ -60,7 +60,7 @@ def retrieval_metrics(sim, caption_audio) -> dict[str, float]:
     """Retrieval metrics of a similarity matrix, in percent (R@k, mAP@10) and ranks (medr, meanr).
 
     sim: (Na, Nt) numpy array or tensor, rows audio clips, columns captions; -inf marks a pair
-    that is never compared (a clip outside a caption's gallery, `thadcr.evaluation.score_split`).
+    that is never compared (a clip outside a caption's gallery, `thadcr.run.evaluation.score_split`).
     caption_audio: (Nt,) integer clip index (row of sim) of every caption; every clip needs at
     least one caption, and any number per clip is allowed.
     Returns t2a_R1, t2a_R5, t2a_R10, t2a_mAP10, t2a_medr, t2a_meanr and the same for a2t.

@@ -25,10 +25,10 @@ EXIT_CODES = """exit status:
 
 
 def _data_build(args: argparse.Namespace) -> int:
-    from thadcr import embedded
+    from thadcr.data.embedded.build import build
 
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_val", args.n_val), ("n_test", args.n_test)) if v}
-    summary = embedded.build(
+    summary = build(
         Path(args.out),
         flavour=args.flavour,
         packages_dir=Path(args.packages) if args.packages else None,
@@ -42,7 +42,7 @@ def _data_build(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from thadcr.datasets import check_dataset
+    from thadcr.data.check import check_dataset
 
     problems = check_dataset(Path(args.path), layout=args.layout)
     for problem in problems:
@@ -52,7 +52,7 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from thadcr.train import train
+    from thadcr.run.train import train
 
     config = make_config(args.profile, args.overrides)
     metrics = train(config, args.out, resume=args.resume, progress=not args.quiet)
@@ -62,14 +62,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from thadcr.evaluation import evaluate_checkpoint
+    from thadcr.run.evaluation import evaluate_checkpoint
 
     print(json.dumps(evaluate_checkpoint(args.checkpoint, args.split, args.device, args.overrides), indent=2))
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
-    from thadcr.search import Searcher
+    from thadcr.interfaces.search import Searcher
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: ask for at least 1 clip")
@@ -82,19 +82,19 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from thadcr import reproduce
+    from thadcr.interfaces import reproduce_cli
 
-    return reproduce.run_from_args(args)
+    return reproduce_cli.run_from_args(args)
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from thadcr import pretrain
+    from thadcr.experiments import pretrain
 
     return pretrain.run_from_args(args)
 
 
 def _numerics_trace(args: argparse.Namespace) -> int:
-    from thadcr import numerics_trace
+    from thadcr.run import numerics_trace
 
     events = numerics_trace.trace(args.run, args.out, args.steps)
     print(f"{events} events -> {args.out}")
@@ -102,7 +102,7 @@ def _numerics_trace(args: argparse.Namespace) -> int:
 
 
 def _numerics_compare(args: argparse.Namespace) -> int:
-    from thadcr import numerics_trace
+    from thadcr.run import numerics_trace
 
     print(numerics_trace.describe_difference(args.a, args.b))
     return 0 if numerics_trace.compare(args.a, args.b) is None else 1
@@ -192,12 +192,12 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_reproduce_pretrain(commands: argparse._SubParsersAction) -> None:
-    from thadcr import reproduce
+    from thadcr.interfaces import reproduce_cli
 
     repro = _command(commands, "reproduce", "run the experiments of Tables 1-5 and render them")
-    reproduce.add_arguments(repro)
+    reproduce_cli.add_arguments(repro)
     repro.set_defaults(func=_reproduce, interrupt_hint="; finished runs are kept: run the same command again")
-    from thadcr import pretrain
+    from thadcr.experiments import pretrain
 
     pre = _command(commands, "pretrain", "pretrain the tiny profile's audio encoders as taggers")
     pretrain.add_arguments(pre)

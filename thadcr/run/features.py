@@ -6,7 +6,7 @@ evaluation repeats the same work. `AudioFeatureCache` runs it once over a split'
 centre crop, as evaluation reads them) and keeps, per clip, what the heads read:
 
 * ``stages``: HTS-AT's stages 2-4 (Sec. 2.1), each already pooled as THA pools it
-  (`thadcr.alignment.pool_audio_tokens` with ``tha_max_audio_tokens``; pooling twice changes
+  (`thadcr.model.alignment.pool_audio_tokens` with ``tha_max_audio_tokens``; pooling twice changes
   nothing), so THA's projections see exactly what they would see from the encoder;
 * ``pooled``: the global feature a_bar that DP and the DCR factors project.
 
@@ -29,9 +29,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from thadcr.alignment import pool_audio_tokens
-from thadcr.audio import HTSATOutput
-from thadcr.datasets import ClipDataset, LogMelCache, Split, data_loader
+from thadcr.model.alignment import pool_audio_tokens
+from thadcr.model.htsat import HTSATOutput
+from thadcr.data.datasets import ClipDataset, data_loader
+from thadcr.data.logmel import LogMelCache
+from thadcr.data.readers import Split
 from thadcr.files import atomic_save, sha256
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from thadcr.config import DEVICE_TEXT
 from thadcr.errors import RunError, UsageError
-from thadcr.model import Embeddings, RetrievalModel
+from thadcr.model.retrieval import Embeddings, RetrievalModel
 
 
 def resolve_device(name: str) -> torch.device:
