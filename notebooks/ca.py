@@ -18,19 +18,20 @@
 # > audio-text latent factor pair. [...] Leveraging these confidence scores as weights, we
 # > adaptively aggregate all factor pairs to compute the text-audio similarity"
 #
-# **Why.** The paper estimates "the confidence of each cross-modal latent factor pair" and
-# uses it as the weight of that pair's cosine: "a smaller value of $g_i$ implies that the
-# semantic element is less likely to match the $i$-th subspace" (sections 1 and 2.4). As we read
-# the idea: not every factor pair of a caption and a clip matches (a caption names a few sound
-# events, and a factor may carry an element that one side lacks or carries differently), and an
-# unweighted sum of the $K$ factor cosines would count such a pair as much as a matching one;
-# CA lets the pairs that do not match weigh less. The paper credits the gain of Table 3's last
-# row to this "adaptive mechanism in determining the text-audio similarity for local
-# cross-modal matching" (section 3.3). Two remarks of ours: nothing in the paper's loss trains
-# $g_i$ directly to mean "match"; it is learnt only through the retrieval loss on $S_{DCR}$.
-# And since our MLP ends without an activation, $g_i$ can be negative, so a "weight" can also
-# flip the sign of a cosine. The section "What the weights pick up" below shows what a trained
-# run's weights do.
+# **Why.** The paper ({cite}`xin2024thadcr`, sections 1 and 2.4) estimates "the confidence of
+# each cross-modal latent factor pair" and uses it as the weight of that pair's cosine: "a
+# smaller value of $g_i$ implies that the semantic element is less likely to match the $i$-th
+# subspace". As we read the idea: not every factor pair of a caption and a clip matches (a
+# caption names a few sound events, and a factor may carry an element that one side lacks or
+# carries differently), and an unweighted sum of the $K$ factor cosines would count such a pair
+# as much as a matching one; CA down-weights the pairs that do not match. The paper credits the
+# gain of Table 3's last row to this "adaptive mechanism in determining the text-audio
+# similarity for local cross-modal matching" (section 3.3).
+#
+# Two remarks of ours: nothing in the paper's loss trains $g_i$ directly to mean "match"; it is
+# learnt only through the retrieval loss on $S_{DCR}$. And since our MLP ends without an
+# activation, $g_i$ can be negative, so a "weight" can also flip the sign of a cosine. The
+# section "What the weights pick up" below shows what a trained run's weights do.
 #
 # The [previous page](dcr.py) built $K$ latent factors per modality. CA scores each pair of
 # same-index factors with a small MLP, and $S_{DCR}$ is the confidence-weighted sum of the $K$
@@ -361,75 +362,6 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## One training step: $\mathcal{L} = \mathcal{L}_S + \alpha \mathcal{L}_D + \beta \mathcal{L}_A$
-#
-# Section 2.4 trains with the sum of the contrastive loss and the two factor losses. Here the
-# pieces meet on a real batch: 16 clips of the embedded test split with one caption each, the
-# trained demo model (THA+DCR, Table 1's first seed; untrained when the demo checkpoint is
-# missing). The package's `loss_from_embeddings` returns each term; each term's gradient with
-# respect to the trainable weights shows how much of the step it drives. The variants differ
-# only in which terms they use, and the table below is the one the model, the plan and the
-# tests read (`thadcr.config.VARIANT_PARTS`).
-
-# %% tags=["nbval-ignore-output"]
-from thadcr.model.audio import LogMel
-from thadcr.run.checkpoint import load_trained
-from thadcr.config import VARIANT_PARTS, make_config
-from thadcr.model.retrieval import build_model
-from thadcr.interfaces.notebook.method import clip_start, embedded_test_split
-
-DEMO = Path("results/tiny/demo/best.pt")
-if DEMO.is_file():
-    step_model, step_config = load_trained(DEMO, device="cpu")
-else:
-    step_config = make_config("tiny", {"variant": "THA+DCR"})
-    step_model = build_model(step_config)
-test_split = embedded_test_split()
-front_end = LogMel(sample_rate=step_config.sample_rate)
-seconds, rate = step_config.clip_seconds, step_config.sample_rate
-pairs = [clip_start(test_split, i, seconds, rate) for i in range(16)]  # (wave, caption)
-batch_logmel = front_end(torch.stack([wave for wave, _ in pairs]))  # (16, frames, 64)
-batch_captions = [caption for _, caption in pairs]
-
-# %%
-step_model.train()
-audio_emb, text_emb = step_model(batch_logmel, batch_captions)
-terms = step_model.loss_from_embeddings(audio_emb, text_emb)
-weights = {"loss_S": 1.0, "loss_D": step_model.loss_weights["alpha"],
-           "loss_A": step_model.loss_weights["beta"]}
-trainable = [p for p in step_model.parameters() if p.requires_grad]
-rows = []
-for name in ("loss_S", "loss_D", "loss_A"):
-    weighted = weights[name] * terms[name]
-    grads = torch.autograd.grad(weighted, trainable, retain_graph=True,
-                                allow_unused=True)
-    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None))
-    rows.append({"term": name.replace("loss_", "L_"), "value": terms[name].item(),
-                 "weight": weights[name], "weighted": weighted.item(),
-                 "gradient norm": norm.item()})
-total = sum(row["weighted"] for row in rows)
-assert abs(total - terms["loss"].item()) < 1e-4 * max(1.0, abs(total))  # weighted sum
-step_table = pd.DataFrame(rows).set_index("term")
-assert step_table.shape == (3, 4) and (step_table["gradient norm"] >= 0).all()
-print(f"{step_config.variant}, batch of {len(batch_captions)}: "
-      f"L = {terms['loss'].item():.4f}")
-display(step_table.round(4))  # a plain table: its HTML is the same on every run
-
-# %% [markdown]
-# The gradient norms say which term steers the step. At the paper's $\alpha = 0.01$ and
-# $\beta = 0.005$ the factor losses add little to the value of $\mathcal{L}$; whether they
-# also add little to its direction is what the gradient column shows for this batch (one batch,
-# one model: it illustrates, it does not measure). Which terms each variant uses:
-
-# %%
-variant_table = pd.DataFrame(
-    [{"variant": name, "S": " + ".join(parts.terms), "loss": " + ".join(parts.losses)}
-     for name, parts in VARIANT_PARTS.items()]).set_index("variant")
-assert variant_table.loc["THA+DCR", "S"] == "S_THA + S_DCR"
-assert variant_table.loc["DP", "loss"] == "L_S"
-variant_table
-
-# %% [markdown]
 # ## Summary
 #
 # - CA maps each concatenated factor pair $[e_i^t, e_i^a]$ to a real weight $g_i$ with one
@@ -438,3 +370,6 @@ variant_table
 #   same numbers, far fewer operations, and no concatenated tensor.
 # - The training loss is NT-Xent (Eq. 5) in both directions plus $\alpha \mathcal{L}_D +
 #   \beta \mathcal{L}_A$; its gradient raises matching and lowers non-matching similarities.
+# - Next: [the training objective](objective.py) assembles $\mathcal{L} = \mathcal{L}_S +
+#   \alpha \mathcal{L}_D + \beta \mathcal{L}_A$ from these pieces on a real batch and takes one
+#   step.

@@ -20,8 +20,8 @@
 # > For the latter, we maximize mutual information for each latent factor pair separately"
 #
 # **Why.** A pooled audio vector or a [CLS] vector sums up a whole clip or caption in one point.
-# In the paper's words (section 2.3), such global representations hold the semantics "in an
-# entangled state", so matching them directly "cannot capture fine-grained cross-modal
+# In the paper's words ({cite}`xin2024thadcr`, section 2.3), such global representations hold
+# the semantics "in an entangled state", so matching them directly "cannot capture fine-grained cross-modal
 # correspondences between a set of diverse phrases in textual descriptions and a set of various
 # audio events within audio clips". DCR splits each global vector into $K$ small factors meant to
 # carry one semantic element each. Different factors should overlap little ("the independence
@@ -126,12 +126,8 @@ print(f"t_bar {tuple(t_bar.shape)} -> factors {tuple(factors.shape)} = (B, K, D/
 # \qquad (2)$$
 #
 # measures how much knowing one factor tells about the other: it is 0 when they are
-# independent and large when one nearly determines the other. As printed, Eq. 2 weights by the
-# joint density twice: the expectation $\mathbb{E}_{t,a}$ already averages over pairs drawn
-# with probability $p(e_i^t, e_j^a)$, and the bracket multiplies by $p(e_i^t, e_j^a)$ again.
-# Mutual information is $\mathbb{E}\big[\log \frac{p(x, y)}{p(x)\,p(y)}\big]$, or the same
-# thing written as an integral of $p(x, y) \log \frac{p(x, y)}{p(x)\,p(y)}$, not both at once;
-# we read Eq. 2 as the usual mutual information (nothing computes it either way).
+# independent and large when one nearly determines the other (as printed, Eq. 2 has one
+# factor too many: see the box below).
 #
 # The goal is a large $I$ for the same factor in both modalities ($i = j$: the text factor and
 # the audio factor describe the same semantic element) and a small $I$ for different factors
@@ -149,11 +145,32 @@ print(f"t_bar {tuple(t_bar.shape)} -> factors {tuple(factors.shape)} = (B, K, D/
 # small $I(e_i^t; e_j^a)$. Hence the two losses below act on $C$: its off-diagonal should
 # vanish and its diagonal be 1.
 #
-# Eq. 3 is a probability only when a column of $C$ has no negative entry. $C_{i,j}$ is a
-# correlation and can be negative, so the ratio can be negative, larger than 1, or undefined
-# when the column sums to 0. The losses do not depend on that reading: $\mathcal{L}_D$ does not
-# minimise $C_{i,j}$, which would drive it towards $-1$, but its square, which drives it to 0
-# from either side, i.e. it decorrelates the factors.
+# :::{admonition} Two things to read with care in Eqs. 2 and 3, and how the package reads them
+# :class: warning
+#
+# - **Eq. 2 weights by $p$ twice.** The joint density $p(e_i^t, e_j^a)$ weights each pair
+#   once as the distribution that $\mathbb{E}_{t,a}[\cdot]$ averages over (pairs are drawn
+#   with probability $p(e_i^t, e_j^a)$), and a second time as the explicit factor
+#   $p(e_i^t, e_j^a)$ in front of the logarithm inside the brackets. Written as an integral
+#   over $x = e_i^t$, $y = e_j^a$, Eq. 2 is
+#   $\iint p(x, y)^2 \log \frac{p(x, y)}{p(x)\,p(y)}\,dx\,dy$. Mutual information has one
+#   weight, not two: it is $\mathbb{E}\big[\log \frac{p(x, y)}{p(x)\,p(y)}\big]$, which is
+#   $\iint p(x, y) \log \frac{p(x, y)}{p(x)\,p(y)}\,dx\,dy$.
+# - **Eq. 3's "probability" can be negative.** $C_{i,j}$ averages products of standardised
+#   values: it is a correlation (for each dimension, the cosine of the two centred variables
+#   over the pairs), so it can be negative: it lies in $[-1, 1]$ with our scaling (below). A
+#   column of $C$ with negative entries makes $C_{i,j} / \sum_k C_{k,j}$ negative or larger
+#   than 1, and a column that sums to 0 leaves it undefined: it is a probability only when
+#   every entry of the column is non-negative.
+# - **Our reading.** Eq. 2 is the usual mutual information, and Eqs. 2 and 3 say only why a
+#   small off-diagonal and a large diagonal of $C$ are wanted; the package computes neither.
+#   `thadcr.model.factors.factor_correlation` returns $C$, `decoupling_loss` sums
+#   $C_{i,j}^2$ over $i \ne j$ and `alignment_loss` sums $(1 - C_{i,i})^2$, as the paper's
+#   $\mathcal{L}_D$ and $\mathcal{L}_A$ do. $\mathcal{L}_D$ does not minimise $C_{i,j}$, which
+#   would drive it towards $-1$, but its square, which drives it to 0 from either side: it
+#   decorrelates the factors. The [reproduction notes](../book/reproduction-notes.md) (factors
+#   and losses) say the same.
+# :::
 #
 # The package divides the inner product by the $D/K$ dimensions, so that $C_{i,j}$ is the *mean*
 # of the $D/K$ per-dimension correlations (dimension $d$ of text factor $i$ with dimension $d$ of

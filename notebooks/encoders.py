@@ -16,18 +16,20 @@
 #
 # > "we present a novel ATR framework based on dual-stream Transformers, composed of an audio
 # > Transformer, a text Transformer, and a Transformer-based hierarchical alignment (THA) module."
-# > (Xin et al., 2024, section 1)
+# > (section 1)
 #
-# **Why two Transformers.** The paper's argument (section 1) is about the *match* between the
-# two encoders. Most systems before it pair a CNN for audio with a Transformer for text, and
-# "such architectural disparities may lead to varied semantic distribution spaces, potentially
-# weakening the audio-text alignment"; with the same kind of network on both sides, "the
-# dual-stream encoders could yield features with more similar characteristics for audio and
-# text", which should make them easier to align. It adds that HTS-AT "surpasses CNN models in
-# various audio-related tasks" (section 2.1). A second reason is the hierarchy: both encoders
-# are stacks of blocks whose intermediate outputs THA compares depth by depth (next page).
+# **Why two Transformers.** The paper's argument ({cite}`xin2024thadcr`, section 1) is about the
+# *match* between the two encoders. Most systems before it pair a CNN for audio with a
+# Transformer for text, and "such architectural disparities may lead to varied semantic
+# distribution spaces, potentially weakening the audio-text alignment"; with the same kind of
+# network on both sides, HTS-AT for audio and BERT for text, "the dual-stream encoders could
+# yield features with more similar characteristics for audio and text", which should make them
+# easier to align. It adds that HTS-AT "surpasses CNN models in various audio-related tasks"
+# (section 2.1). A second reason is the hierarchy: both encoders are stacks of blocks whose
+# intermediate outputs THA compares depth by depth (next page).
+#
 # Table 1's first two rows, DP (ResNet38) and DP (HTSAT), are where the paper tests the
-# exchange of encoders; they also differ in size and pretraining, so (our remark) that
+# exchange of encoders. They also differ in size and pretraining, so (our remark) that
 # comparison does not isolate the similarity of architectures from the rest.
 #
 # This page follows one real clip of the embedded test set through both encoders: waveform,

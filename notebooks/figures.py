@@ -136,14 +136,15 @@ else:
 # ## Training curves of the variants (Table 1, every seed)
 #
 # The training loss $\mathcal{L}$ after each epoch and the validation R-sum (the six validation
-# recalls added) after the epochs that were validated (the tiny profile validates only its last,
-# `val_every: 8`: there the R-sum is one point per run), from the `log.csv` of every Table 1 run
-# (THA rows: seed 0 only): one panel per method, the
-# panels of one quantity on one y scale, so that a curve can be compared with its
-# neighbours'. Thin grey lines are single seeds, the thick blue line their mean. For DCR and
-# THA+DCR, $\mathcal{L}$ includes $\alpha \mathcal{L}_D + \beta \mathcal{L}_A$ beside the
-# contrastive loss $\mathcal{L}_S$ that all variants share. The reading under the figure is
-# computed from the same files.
+# recalls added) after the epochs that were validated, from the `log.csv` of every Table 1 run
+# (THA rows: seed 0 only). The loss has one panel per method, all on one logarithmic y scale
+# (it falls more than tenfold, and a log scale keeps the late epochs apart), so that a curve can
+# be compared with its neighbours'; thin grey lines are single seeds, the thick blue line their
+# mean. The tiny profile validates only its last epoch (`val_every: 8`), so its R-sum is one
+# value per run and has no curve: one panel shows the methods side by side, each seed a grey
+# dot, their mean a blue bar. For DCR and THA+DCR, $\mathcal{L}$ includes
+# $\alpha \mathcal{L}_D + \beta \mathcal{L}_A$ beside the contrastive loss $\mathcal{L}_S$
+# that all variants share. The reading under the figure is computed from the same files.
 
 # %% tags=["hide-input"]
 page.show_training_curves(root, profile)

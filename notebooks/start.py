@@ -311,5 +311,5 @@ for rank, (index, name, content) in enumerate(top, 1):
 # - [Dual-stream encoders](encoders.py): from a waveform to HTS-AT stage tokens and word
 #   features.
 # - [THA](tha.py), [DCR](dcr.py), [CA and NT-Xent](ca.py): the equations of section 2, one page
-#   each.
+#   each; [the training objective](objective.py): one training step on a real batch.
 # - [Tables](tables.py) and [Figures](figures.py): this project's runs beside the paper's.

@@ -14,23 +14,23 @@
 # %% [markdown]
 # # Hierarchical alignment, THA (section 2.2)
 #
+# **Why** ({cite}`xin2024thadcr`, section 1). Most retrieval systems align the two streams
+# once, at a single level, "neglecting multi-level correspondences": refs [8, 9] compare the
+# clip's pooled vector with the caption's [CLS] vector. Such a global vector mixes every sound
+# of the clip, and every word of the caption, into one; the abstract says global
+# representations miss "audio occurrences that correspond to textual semantics" (its reason for
+# DCR, the next pages). And studies of BERT's layers (refs [10] and [11],
+# {cite}`devries2020bertlayers`, {cite}`vanaken2019bertqa`) find that shallow Transformer
+# blocks "tend to capture more static and local semantics while deeper blocks encompass more
+# contextual information". Hence THA: align the two streams token by token (each word with the
+# audio tokens, each audio token with the words), at a shallow, a middle and a deep level, and
+# add the levels. Whether HTS-AT's stages divide the work as BERT's blocks do is the paper's
+# assumption; refs [10] and [11] study BERT only. The last section measures whether the trained
+# model's words look where their sounds are.
+#
 # > "our Transformer-based hierarchical alignment (THA) integrates the three-level semantics to
 # > learn correlations between audio and text. [...] we calculate the cosine similarities for
 # > each level and combine the hierarchical similarities by addition."
-#
-# **Why.** The paper's starting point (section 1) is that most retrieval systems align the two
-# streams once, at a single level, "neglecting multi-level correspondences". Its reason to align
-# at several depths comes from studies of BERT's layers (refs [10] and [11],
-# {cite}`devries2020bertlayers`, {cite}`vanaken2019bertqa`): shallow Transformer blocks "tend to
-# capture more static and local semantics while deeper blocks encompass more contextual
-# information". So a caption and a clip are compared at three depths, and THA adds the three
-# levels' similarities (in our words: a match of single sounds and words can count at a shallow
-# level, a match of the whole scene and sentence at a deep one). Its reason to let the two
-# streams interact token by token is that "semantics across different modalities are
-# multifaceted" and "incorporating information from another modality can lead to better
-# semantic representations": in THA each audio token gathers the words it resembles, and each
-# word the audio tokens. Whether HTS-AT's stages divide the work as BERT's blocks do is the
-# paper's assumption; refs [10] and [11] study BERT only.
 #
 # THA compares the token sets of the two encoders ([previous page](encoders.py)) instead of two
 # global vectors. At each level $l$ every audio token attends over the words (text-enhanced
@@ -377,21 +377,14 @@ print(f"largest difference: {err:.1e} of the largest gradient entry")
 # row-major order); rows are grouped by time chunk ($r$ chunks of $G / r$ rows), so the token
 # belongs to time bin $\lfloor h / (G/r) \rfloor \cdot G + w$ of $r G$ uniform bins over the
 # clip. Summing attention over the frequency rows of each time column gives a word-by-time
-# map.
+# map; `thadcr.run.attention.time_bins` does it, checked here against a loop over the tokens.
 
+# %% tags=["nbval-ignore-output"]
+from thadcr.run.attention import time_bins, word_time_attention
+
+show(time_bins)
 
 # %%
-def to_time(values: np.ndarray) -> np.ndarray:
-    """(M, ...) values of one level's G x G grid -> (r * G, ...) summed per time bin."""
-    r = htsat_cfg.freq_ratio
-    G = math.isqrt(values.shape[0])
-    assert values.shape[0] == G * G and G % r == 0, (values.shape, G)
-    # (chunk, row in chunk, column, ...)
-    grid = values.reshape(r, G // r, G, *values.shape[1:])
-    return grid.sum(axis=1).reshape(r * G, *values.shape[1:])
-
-
-# The same mapping with a loop over tokens.
 M = M_levels[0]
 G, r = math.isqrt(M), htsat_cfg.freq_ratio
 probe = np.random.default_rng(0).random((M, 3))
@@ -399,23 +392,32 @@ looped = np.zeros((r * G, 3))
 for j in range(M):
     h, w = divmod(j, G)
     looped[(h // (G // r)) * G + w] += probe[j]
-assert np.allclose(to_time(probe), looped)
+assert np.allclose(time_bins(probe, r), looped)
 bin_ms = SECONDS / (r * G) * 1000
 print(f"level 1: {G} x {G} tokens, {r} chunks -> {r * G} time bins of {bin_ms:.0f} ms")
 
+# %% [markdown]
+# Below, both directions from the loops of Eq. 1, then binned in time. The package gives the
+# audio-enhanced map of a model, a clip and captions in one call, `word_time_attention` (it
+# takes the weights from `thadcr.model.alignment.eq1_attention`, Eq. 1 for one pair as
+# written); it must match the loops.
+
 # %%
 maps = {}
+package_map = word_time_attention(model, logmel, [caption])[0]  # audio-enhanced
+assert package_map.words == words
 for lvl, (stage, _block) in enumerate(LEVELS):
     a_np = audio_levels[lvl][0].double().numpy()
     t_np = text_levels[lvl][0][word_mask[0]].double().numpy()
-    rows_per_bin = math.isqrt(a_np.shape[0]) // htsat_cfg.freq_ratio
+    rows_per_bin = math.isqrt(a_np.shape[0]) // r
     # (M, N): each token over the words; (N, M): each word over the tokens
     alpha = stacked_cross_attention(a_np, t_np, config.lam)["alpha"]
     alpha_prime = stacked_cross_attention(t_np, a_np, config.lam)["alpha"]  # audio-enh.
-    maps[lvl] = (to_time(alpha).T / rows_per_bin,  # (N, bins) each
-                 to_time(alpha_prime.T).T)
-    # each word's attention is a distribution over time
+    maps[lvl] = (time_bins(alpha, r).T / rows_per_bin,  # (N, bins) each
+                 time_bins(alpha_prime.T, r).T)
+    # each word's attention is a distribution over time; the package's map is the loops'
     assert np.allclose(maps[lvl][1].sum(axis=1), 1.0)
+    assert np.allclose(package_map.levels[lvl], maps[lvl][1], rtol=0, atol=1e-9)
 print("time bins per level:", {lvl + 1: m[0].shape[1] for lvl, m in maps.items()})
 
 # %% tags=["nbval-ignore-output"]
@@ -540,6 +542,105 @@ pd.DataFrame({"caption": captions, "S_THA (matching)": S_tha.diag().numpy().roun
               f"{rest_name} (matching)": S_rest.diag().numpy().round(3)})
 
 # %% [markdown]
+# ## Does a word look where its sound is?
+#
+# The maps above show one clip. In the embedded data set the timeline of every scene is known
+# (`scenes_evaluation.csv`: each event's class, onset and duration), and the captions are
+# written from it with each class's phrases (`embedded_classes.csv`: "a dog barks", "the bark
+# of a dog", ...), so the words that name each event, and when that event sounds, are known.
+# That makes THA's attention measurable. For each event a caption names:
+#
+# - the **words**: the content words of the event's phrase, without "a", "the", "is",
+#   prepositions or "someone" (for "a dog barks": *dog*, *barks*, every word piece of them);
+# - their **attention over time**: the audio-enhanced weights $\alpha'_{nm}$ of those words,
+#   summed per time column as in the maps above and averaged over the words, at each level;
+# - the **share inside**: the part of it that falls inside the event's time span (a time bin
+#   counts with the part of it inside the span);
+# - **chance**: the share that uniform attention would put there, the span's share of the clip;
+# - a **control**, in scenes of several events: the same share for the words naming the
+#   caption's *other* events. If they also crowd into the span, the attention goes where the
+#   clip is loud, not where the words say.
+#
+# The sample is fixed: 10 scenes from each test fold (evenly spaced in file order), the first
+# caption of each and every event it names (a background lasts the whole clip and is left out).
+# Scenes are the unit of the 95 % intervals (each scene's events averaged first). The code is
+# `thadcr.run.attention`; the choices are in the alignment notes. First the events of the clip
+# above and the words that name them:
+
+# %% tags=["nbval-ignore-output"]
+from thadcr.interfaces.notebook.method import (
+    attention_share_sentence,
+    attention_share_table,
+)
+from thadcr.run.attention import content_word_mask, event_items, event_shares
+from thadcr.run.evaluation import fold_ranges
+
+SCENES = Path("data/embedded/audiocaps/scenes_evaluation.csv")
+for item in event_items(test, SCENES, [clip], captions=1):
+    named = np.array(words)[content_word_mask(package_map, item.caption, [item.span])]
+    print(f"{item.cls}: {item.start:.2f}-{item.end:.2f} s, named by "
+          f"{item.caption[slice(*item.span)]!r}, words {named.tolist()}")
+
+# %%
+PER_FOLD = 10
+folds = fold_ranges(test.n_clips, config.eval_fold_clips)
+sample = [scene for fold in folds for scene in fold[:: len(fold) // PER_FOLD]]
+items = event_items(test, SCENES, sample, captions=1)
+shares = event_shares(model, items, lambda scene: clip_logmel(scene)[None])
+levels = [f"level {lvl + 1}" for lvl in range(len(LEVELS))]
+table = attention_share_table(shares, levels)
+assert len(sample) == PER_FOLD * len(folds) and sorted(set(shares.clips)) == sample
+assert shares.inside.shape == (len(items), len(LEVELS))
+assert shares.chance.shape == (len(items),)
+assert np.all((shares.inside > -1e-9) & (shares.inside < 1 + 1e-9))
+print(f"{len(sample)} scenes from {len(folds)} test folds")
+
+# %% tags=["nbval-ignore-output"]
+x = np.arange(len(levels))
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+inside = table["inside"]
+left.bar(x, inside, yerr=[inside - table["inside_low"], table["inside_high"] - inside],
+         capsize=4, color="tab:blue", label="the event's words")
+left.hlines(table["chance"], x - 0.4, x + 0.4, colors="black", linestyles="--",
+            label="chance: uniform attention")
+left.set(xticks=x, xticklabels=levels, ylim=(0, 100),
+         ylabel="attention inside the event's span (%)", title="share inside the span")
+left.legend(loc="upper right", fontsize=9)
+differences = (("above_chance", "event's words - chance"),
+               ("above_others", "event's words - other events' words"))
+for offset, (key, label) in zip((-0.1, 0.1), differences):
+    mean = table[key]
+    error = [mean - table[f"{key}_low"], table[f"{key}_high"] - mean]
+    right.errorbar(x + offset, mean, yerr=error, fmt="o", capsize=4, label=label)
+right.axhline(0, color="black", linewidth=0.8)
+low = min(0.0, table[["above_chance_low", "above_others_low"]].min().min())
+high = max(0.0, table[["above_chance_high", "above_others_high"]].max().max())
+right.set(xticks=x, xticklabels=levels, ylabel="percentage points",
+          xlim=(-0.5, len(levels) - 0.5),
+          ylim=(low - 1, high + 0.6 * (high - low) + 1),  # room for the legend
+          title="differences, 95 % intervals over scenes")
+right.legend(loc="upper left", fontsize=9)
+fig.suptitle("Where the words naming an event look: "
+             f"{table['scenes'].iloc[0]} test scenes, {state}")
+fig.tight_layout()
+plt.show()
+display(Markdown(attention_share_sentence(table, state, len(items))))
+
+
+# %% tags=["nbval-ignore-output"]
+def with_interval(key: str) -> list[str]:
+    """Each level's mean difference and its 95 % interval, in percentage points."""
+    return [f"{row[key]:+.1f} ({row[key + '_low']:+.1f} to {row[key + '_high']:+.1f})"
+            for _, row in table.iterrows()]
+
+
+pd.DataFrame({"event's words (%)": table["inside"].round(1),
+              "chance (%)": table["chance"].round(1),
+              "minus chance (points)": with_interval("above_chance"),
+              "other events' words (%)": table["others"].round(1),
+              "own minus other (points)": with_interval("above_others")})
+
+# %% [markdown]
 # ## Summary
 #
 # - Eq. 1: cosine -> hinge -> normalise over the query axis -> softmax with $\lambda$ over the
@@ -552,4 +653,8 @@ pd.DataFrame({"caption": captions, "S_THA (matching)": S_tha.diag().numpy().roun
 #   one over the words); the three levels see the clip at 312, 312 and 625 ms resolution in
 #   the tiny profile (156 ms at level 1 without its token pooling).
 # - $S_{THA}$ sums both directions (our choice) of all three levels; the model adds $S_{DP}$
-#   or $S_{DCR}$ for the combined variants. Next: [disentangled factors](dcr.py).
+#   or $S_{DCR}$ for the combined variants.
+# - Where the words naming an event look is measured on test scenes whose timelines are known:
+#   the share of their attention inside the event's time span, against uniform attention and
+#   against the other events' words; the sentence under the last figure says what this model
+#   shows. Next: [disentangled factors](dcr.py).

@@ -1,4 +1,7 @@
-"""A small synthetic data set in the Clotho v2 layout, written with soundfile, for fast tests.
+"""Synthetic inputs for fast tests: small data sets in the Clotho v2 and AudioCaps layouts, written
+with soundfile; finished runs of `thadcr reproduce` (``write_fake_run``, behind the ``rendered``
+fixture of tests/conftest.py), a run's ``log.csv`` alone (``write_log``), a claims table
+(``synthetic_claims``) and a stub train notebook (``STUB_TRAIN_NOTEBOOK``).
 
 Each clip holds 1-2 tones whose pitch and order are named in its captions, so that a model
 can learn something in a few steps; nothing here pretends to be real audio (the embedded data
@@ -10,13 +13,20 @@ file to file while the CSV lists ``.wav`` names.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
+
+from thadcr.experiments.plan import EXTRA_METRICS, METRICS, Run
 
 PITCHES = {"low": 220.0, "middle": 660.0, "high": 1980.0, "very high": 5000.0}
 SPLIT_FOLDERS = {"train": "development", "val": "validation", "test": "evaluation"}
+ALL_METRICS = METRICS + EXTRA_METRICS
+SEEDS = {"seeds": 3, "tha_seeds": 3}  # a smaller tiny plan for the synthetic results: 19 settings x 3 seeds
+VALIDATION_RECALLS = ("val_t2a_R1", "val_t2a_R5", "val_t2a_R10", "val_a2t_R1", "val_a2t_R5", "val_a2t_R10")
 
 
 def _clip(rng: np.random.Generator, seconds: float, sr: int) -> tuple[np.ndarray, str, str]:
@@ -103,3 +113,89 @@ def write_audiocaps(root: Path, counts=(8, 4, 4), seconds: float = 1.0, sr: int 
             writer.writerow(["audiocap_id", "youtube_id", "start_time", "caption"])
             writer.writerows(rows)
     return root
+
+
+def metric_value(run: Run, metric: str) -> float:
+    """A distinct, seed-dependent synthetic value per run and metric."""
+    settings = len(run.variant) + run.n_factors / 10 + 100 * (run.alpha + run.beta)
+    return 10.0 + 3.0 * ALL_METRICS.index(metric) + 0.7 * run.seed**2 + settings
+
+
+def write_fake_run(root: Path, run: Run, wall: float = 100.0, name: str | None = None) -> Path:
+    """A finished run folder as thadcr.run.train writes it (metrics.json, log.csv, factors.npz)."""
+    folder = root / (name or run.run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(run.run_id) + run.seed)
+    test = {m: metric_value(run, m) for m in ALL_METRICS}
+    epochs = np.arange(1, 4)
+    pd.DataFrame({
+        "epoch": epochs, "loss": 3.0 / epochs, "loss_S": 2.9 / epochs, "loss_D": 0.1 / epochs, "loss_A": 0.0,
+        "lr": 1e-3, **{f"val_{m}": 10.0 * epochs for m in METRICS}, "seconds": 1.0,
+    }).to_csv(folder / "log.csv", index=False)  # fmt: skip
+    if "DCR" in run.variant:
+        k = run.n_factors
+        np.savez(folder / "factors.npz", C_initial=rng.normal(0, 0.3, (k, k)), C_trained=np.eye(k),
+                 g_positive=rng.normal(1, 0.2, (20, k)), g_negative=rng.normal(0, 0.2, (20, k)))  # fmt: skip
+    metrics = {
+        "test": test, "best_epoch": 3, "val_best": 60.0, "seed": run.seed, "wall_time_s": wall,
+        "config": run.config().to_dict(), "device": "cpu",
+        "data": {"test": {"clips": 200, "captions": 1000}},
+        "machine": {"platform": "test", "cpus": 2}, "versions": {"torch": "x"}, "git_commit": None,
+    }  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def write_log(root: Path, method: str, seed: int, losses, rsums) -> Path:
+    """A run's log.csv under ``root/runs`` with the given loss and R-sum per epoch (the
+    R-sum split evenly over the six validation recalls)."""
+    from thadcr.interfaces.notebook.method import table1_run_id
+
+    path = root / "runs" / table1_run_id(method, seed=seed) / "log.csv"
+    path.parent.mkdir(parents=True)
+    frame = pd.DataFrame({"epoch": range(1, len(losses) + 1), "loss": losses,
+                          "loss_S": losses, "loss_D": 0.0, "loss_A": 0.0})  # fmt: skip
+    for name in VALIDATION_RECALLS:
+        frame[name] = [r / len(VALIDATION_RECALLS) for r in rsums]
+    frame.to_csv(path, index=False)
+    return path
+
+
+def synthetic_claims():
+    """A claims file as `thadcr reproduce` might write it later: three tables, a fourth verdict, a
+    claim without runs, a column the pages do not know."""
+    rows = [  # claim, table, basis, paper_effect, effect, ci_low, ci_high, verdict, n_seeds
+        ("A > B", 1, "3.2: A beats B", 23.1, -3.3, -21.11, 14.51, "undecided", 3),
+        ("A > C", 1, "3.2: A beats B", 9.1, 10.37, 2.05, 23.78, "holds", 3),
+        ("C > B", 1, "3.3: C is best", 10.2, -16.67, -44.96, -11.62, "contradicted", 3),
+        ("K=8 > K=6", 4, "3.3: K = 8 is optimal", 2.0, 0.4, 0.1, 0.7, "smaller than the paper's", 1),
+        ("x=1 > x=2", 5, "3.3: x = 1 is best", 1.3, float("nan"), float("nan"), float("nan"), "missing", 0),
+        ("x=1 > x=3", 5, "3.3: x = 1 is best", 1.4, -2.4, -39.73, 34.93, "undecided", 1),
+    ]
+    columns = ["claim", "table", "basis", "paper_effect", "effect", "ci_low", "ci_high", "verdict", "n_seeds"]
+    return pd.DataFrame(rows, columns=columns).assign(new_spread=0.5)
+
+
+# A stand-in for notebooks/train.py: writes the parameters it was given into metrics.json.
+STUB_TRAIN_NOTEBOOK = '''# %% tags=["parameters"]
+variant = "THA+DCR"
+dataset = "audiocaps"
+profile = "tiny"
+seed = 0
+n_factors = 8
+alpha = 0.01
+beta = 0.005
+epochs = None
+out_dir = "unset"
+device = "auto"
+overrides = {}
+resume = False
+
+# %%
+import json, os
+from pathlib import Path
+test = {m: float(n_factors) for m in ("t2a_R1", "t2a_R5", "t2a_R10", "a2t_R1", "a2t_R5", "a2t_R10")}
+seen = {"variant": variant, "dataset": dataset, "overrides": overrides, "resume": resume, "epochs": epochs,
+        "alpha": alpha, "cwd": os.getcwd()}
+Path(out_dir, "metrics.json").write_text(json.dumps({"test": test, "seen": seen}))
+'''

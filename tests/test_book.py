@@ -6,8 +6,9 @@ resource from the network, no link to a file outside the book, API and reproduct
 coverage, the bibliography) and opens pages in headless Chromium: equations typeset by the local
 MathJax, tables and audio players present, no code block or equation wider than the page at
 1280 px. Screenshots go to ``_build/screenshots/`` for a person to look at. Also checks the
-project files (LICENSE, CITATION.cff, the jupytext pairing of the notebooks) and the helpers the
-pages use (``thadcr.interfaces.notebook``). Run alone with ``.venv/bin/pytest tests/test_book.py -m book``.
+project files (LICENSE, CITATION.cff); the notebooks and the helpers the pages use
+(``thadcr.interfaces.notebook``) are checked in tests/test_notebooks.py. Run alone with
+``.venv/bin/pytest tests/test_book.py -m book``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import re
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from html_page import FILE_COLUMNS, Page
 
 pytestmark = pytest.mark.book
 
@@ -39,48 +41,6 @@ NOT_ON_API_PAGE = {"thadcr.__main__", "thadcr.interfaces.cli"}
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\(?:frac|sum|mathcal|mathrm|hat|bar|alpha|lambda)\b")
 # First bytes of the audio formats an embedded player may carry.
 AUDIO_MAGIC = {"audio/wav": b"RIFF", "audio/x-wav": b"RIFF", "audio/ogg": b"OggS", "audio/flac": b"fLaC"}
-
-
-class Page(HTMLParser):
-    """Tags with their attributes, element ids and the visible text of one HTML document."""
-
-    HIDDEN = {"script", "style", "pre", "code", "textarea", "template", "noscript", "mjx-assistive-mml"}
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str]]] = []
-        self.ids: set[str] = set()
-        self._hidden: list[str] = []
-        self._text: list[str] = []
-        self.feed(text)
-        self.close()
-        self.text = " ".join(self._text)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = {k: v or "" for k, v in attrs}
-        self.tags.append((tag, attributes))
-        self.ids.update(attributes[k] for k in ("id", "name") if attributes.get(k))
-        if tag in self.HIDDEN:
-            self._hidden.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._hidden and self._hidden[-1] == tag:
-            self._hidden.pop()
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden:
-            self._text.append(data)
-
-    def count(self, tag: str) -> int:
-        return sum(t == tag for t, _ in self.tags)
-
-    def urls(self) -> list[tuple[str, str]]:
-        """(tag, url) of every href/src: links, scripts, stylesheets, images, media."""
-        return [(t, a[k]) for t, a in self.tags for k in ("href", "src") if a.get(k)]
-
-    def math_elements(self) -> int:
-        """Sphinx's math nodes: ``<span|div class="math ...">`` holding TeX for MathJax."""
-        return sum("math" in a.get("class", "").split() for _, a in self.tags)
 
 
 def built_pages() -> list[Path]:
@@ -428,10 +388,6 @@ def test_overflow_check_sees_a_long_line_and_a_wide_table(book: Path, chromium: 
     assert any(kind == "table" and name == "numbers" and width > visible for kind, width, visible, name in found), found
 
 
-# Column names of the results files that a reader must not see as table headers.
-FILE_COLUMNS = {"paper_effect", "effect", "ci_low", "ci_high", "n_seeds", "basis", "t2a_x_chance", "a2t_x_chance"}
-
-
 def test_experiments_pages_read_as_a_report(measured: dict[Path, dict]) -> None:
     """The Tables and Figures pages at 1280 px: every code cell folded (hide-input, a reader can
     open it), tables without a numbered index and with a reader's column names, every figure
@@ -514,235 +470,3 @@ def test_license_and_citation_metadata() -> None:
     bib = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
     entry = re.search(r"@inproceedings\{xin2024thadcr,.*?title\s*=\s*\{(.*?)\},", bib, re.S)
     assert entry and entry.group(1) == paper["title"], "the paper's title differs between CITATION.cff and the .bib"
-
-
-def test_jupytext_pairing_has_one_convention() -> None:
-    """Notebooks with a committed golden .ipynb declare ``formats: ipynb,py:percent``; the others
-    ``py:percent`` only (docs/decisions/notebooks.md)."""
-    wrong = []
-    for source in sorted((ROOT / "notebooks").glob("*.py")):
-        found = re.search(r"^#\s+formats:\s*(\S+)\s*$", source.read_text(encoding="utf-8"), re.M)
-        expected = "ipynb,py:percent" if source.with_suffix(".ipynb").is_file() else "py:percent"
-        if not found or found.group(1) != expected:
-            wrong.append(f"{source.name}: {found.group(1) if found else 'no formats line'}, expected {expected}")
-    assert not wrong, "jupytext pairing:\n" + "\n".join(wrong)
-
-
-def test_notebook_code_fits_the_page() -> None:
-    """Code lines of the book's notebooks stay within 88 characters (the measured width of the
-    book's code column at 1280 px); the browser test checks the rendered pages."""
-    pages = [Path(entry) for entry in re.findall(r"file: (notebooks/\w+)", (ROOT / "_toc.yml").read_text())]
-    assert len(pages) >= 7
-    long = []
-    for page in pages:
-        for number, line in enumerate((ROOT / page).with_suffix(".py").read_text().splitlines(), 1):
-            if len(line) > 88 and not line.startswith("#"):
-                long.append(f"{page}.py:{number}: {len(line)} characters")
-    assert not long, "\n".join(long)
-
-
-# --- helpers of the pages (thadcr.interfaces.notebook) ----------------------------------------------------
-
-
-def test_model_diagram_labels_follow_the_config() -> None:
-    from thadcr.config import make_config
-    from thadcr.interfaces.notebook.method import diagram_labels
-
-    paper = diagram_labels(make_config("paper-audiocaps"))
-    assert paper["audio_levels"].split("\n") == ["$A^{s2}$ (B, 1024, 192)", "$A^{s3}$ (B, 256, 384)",
-                                                 "$A^{s4}$ (B, 64, 768)"]  # fmt: skip
-    assert "(B, N, 768)" in paper["text_levels"] and "T^{4}, T^{10}, T^{12}" in paper["text_levels"]
-    assert "(B, 768)" in paper["audio_global"] and "(B, K=8, D/K=96)" in paper["audio_factors"]
-    assert "log-mel (B, 1001, 64)" in paper["audio_in"] and "pooled" not in paper["tha"]
-    tiny = diagram_labels(make_config("tiny", {"n_factors": 4}))
-    assert "$A^{s2}$ (B, 256, 64)" in tiny["audio_levels"] and "pooled to 64, 64, 16" in tiny["tha"]
-    assert "(B, N, 384)" in tiny["text_levels"] and "(B, K=4, D/K=16)" in tiny["text_factors"]
-    assert "log-mel (B, 501, 64)" in tiny["audio_in"] and "C (4, 4)" in tiny["corr"]
-
-
-def test_ranks_of_counts_ties_against_the_relevant_items() -> None:
-    from thadcr.interfaces.notebook.method import ranks_of
-
-    scores = [0.9, 0.5, 0.5, 0.1, 0.7]
-    assert ranks_of(scores, [False, True, False, False, False]).tolist() == [4]  # tied with item 2
-    assert ranks_of(scores, [True, False, False, True, True]).tolist() == [1, 5, 2]
-
-
-def test_scene_events_reads_the_scene_list(tmp_path: Path) -> None:
-    from thadcr.interfaces.notebook.method import scene_events
-
-    import csv
-
-    timelines = {"a.wav": {"events": [{"class": "dog"}, {"class": "door_close"}], "background": {"class": "wind"}},
-                 "b.wav": {"events": [{"class": "cat"}], "background": None}}  # fmt: skip
-    with (tmp_path / "scenes_evaluation.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file_name", "timeline", "sources", "licences"])
-        writer.writerows([name, json.dumps(timeline), "x", "y"] for name, timeline in timelines.items())
-    scenes = scene_events(tmp_path)
-    assert scenes == {"a.wav": {"events": ["dog", "door_close"], "background": "wind"},
-                      "b.wav": {"events": ["cat"], "background": None}}  # fmt: skip
-    with pytest.raises(FileNotFoundError, match="thadcr data build"):
-        scene_events(tmp_path, "validation")
-
-
-def test_result_sentences_say_what_the_numbers_show() -> None:
-    import numpy as np
-
-    from thadcr.interfaces.notebook.method import confidence_sentence, factor_loss_sentence, table1_run_id
-
-    assert table1_run_id("DCR") == "audiocaps-DCR-htsat-K8-a0.01-b0.005-s0"
-    assert table1_run_id("DP (ResNet38)", seed=2) == "audiocaps-DP-resnet38-K8-a0.01-b0.005-s2"
-    near = np.eye(3) * 0.2 + 0.01
-    better = np.eye(3) * 0.9
-    assert "L_D fell" in factor_loss_sentence(near, better) and "L_A fell" in factor_loss_sentence(near, better)
-    worse = better + 0.3 * (1 - np.eye(3))
-    rose = factor_loss_sentence(better, worse)
-    assert "L_D rose" in rose and "L_A did not fall" in rose
-    rng = np.random.default_rng(0)
-    g = rng.normal(size=(500, 8))
-    assert "does not separate" in confidence_sentence(g, rng.normal(size=(500, 8)))
-    assert "larger confidence more often than chance, as" in confidence_sentence(g + 1.0, g[::-1])
-    assert "the opposite" in confidence_sentence(g - 1.0, g[::-1])
-
-
-def cells_of(tag: str, text: str) -> list[str]:
-    """The text of each ``tag`` cell (th or td) of an HTML fragment, entities decoded."""
-    cells = re.findall(rf"<{tag}\b[^>]*>(.*?)</{tag}>", text, re.S)
-    return [html.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in cells]
-
-
-def synthetic_claims():
-    """A claims file as `thadcr reproduce` might write it later: three tables, a fourth verdict, a
-    claim without runs, a column the pages do not know."""
-    import pandas as pd
-
-    rows = [  # claim, table, basis, paper_effect, effect, ci_low, ci_high, verdict, n_seeds
-        ("A > B", 1, "3.2: A beats B", 23.1, -3.3, -21.11, 14.51, "undecided", 3),
-        ("A > C", 1, "3.2: A beats B", 9.1, 10.37, 2.05, 23.78, "holds", 3),
-        ("C > B", 1, "3.3: C is best", 10.2, -16.67, -44.96, -11.62, "contradicted", 3),
-        ("K=8 > K=6", 4, "3.3: K = 8 is optimal", 2.0, 0.4, 0.1, 0.7, "smaller than the paper's", 1),
-        ("x=1 > x=2", 5, "3.3: x = 1 is best", 1.3, float("nan"), float("nan"), float("nan"), "missing", 0),
-        ("x=1 > x=3", 5, "3.3: x = 1 is best", 1.4, -2.4, -39.73, 34.93, "undecided", 1),
-    ]
-    columns = ["claim", "table", "basis", "paper_effect", "effect", "ci_low", "ci_high", "verdict", "n_seeds"]
-    return pd.DataFrame(rows, columns=columns).assign(new_spread=0.5)
-
-
-def test_claims_table_is_a_readers_table_over_any_columns_and_verdicts() -> None:
-    from thadcr.interfaces.notebook.results import CLAIM_HEADERS, claims_table, verdict_colours, verdict_tally
-
-    claims = synthetic_claims()
-    table = claims_table(claims, titles={1: "first", 4: "fourth"})
-    doc = Page(table.html)
-    assert doc.count("table") == 1 and "dataframe" not in table.html
-    headers = cells_of("th", table.html.split("</thead>")[0])
-    assert headers == [CLAIM_HEADERS[c] for c in ("claim", "paper_effect", "effect", "interval", "verdict", "n_seeds")]
-    groups = cells_of("th", "".join(re.findall(r'<tr class="group">.*?</tr>', table.html)))
-    assert groups == ["Table 1: first", "Table 4: fourth", "Table 5"]
-    rows = [cells_of("td", row) for row in re.findall(r"<tr>(.*?)</tr>", table.html.split("<tbody>")[1])]
-    # no index: each row starts with its claim (and the letter of its footnote)
-    assert [row[0] for row in rows] == [f"{claim}\xa0{letter}" for claim, letter in zip(claims["claim"], "aabcdd")]
-    assert rows[0][1:] == ["23.1", "-3.3", "-21.1 to 14.5", "● undecided", "3"]
-    assert rows[4][1:] == ["1.3", "–", "–", "● missing", "0"]  # no runs: no effect, no interval
-    # the basis texts are footnotes, one per distinct text, and each claim links to its own
-    notes = dict(re.findall(r'<li id="claim-basis-(\w+)"><b>\w+</b> ([^<]*)</li>', table.html))
-    assert notes == {"a": "3.2: A beats B", "b": "3.3: C is best", "c": "3.3: K = 8 is optimal",
-                     "d": "3.3: x = 1 is best"}  # fmt: skip
-    assert re.findall(r'href="#claim-basis-(\w+)"', table.html) == list("aabcdd")
-    # every verdict with its own colour, the new one too; the unknown column is named, not shown
-    colours = verdict_colours(claims["verdict"])
-    assert len(set(colours.values())) == 5 and colours["holds"] == "#2ca02c"
-    new = "smaller than the paper's"
-    assert [row[4] for row in rows] == [f"● {verdict}" for verdict in claims["verdict"]]
-    assert f'style="color: {colours[new]}">●</span> {html.escape(new)}' in table.html
-    assert "new_spread" in doc.text and "new_spread" not in headers
-    tally = verdict_tally(claims, "tiny")
-    assert tally.startswith("Verdicts of the 6 claims on the `tiny` runs:")
-    for count, verdict in ((1, "holds"), (1, "contradicted"), (2, "undecided"), (1, "smaller than the paper's"),
-                           (1, "missing")):  # fmt: skip
-        assert f"{count} {verdict}" in tally
-    # a file with fewer columns: only those it has
-    slim = claims_table(claims[["claim", "verdict"]])
-    assert cells_of("th", slim.html) == ["claim (better > worse)", "verdict"]
-    assert "claim (better > worse)" in repr(slim) and "A > B" in repr(slim)
-
-
-def test_forest_plot_is_grouped_by_table_and_sized_for_its_rows(tmp_path: Path) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import to_hex
-    from PIL import Image
-
-    from thadcr.interfaces.notebook.figures import BODY_PX, COLUMN_PX, claims_forest_plot
-    from thadcr.interfaces.notebook.results import verdict_colours
-
-    claims = synthetic_claims()
-    fig = claims_forest_plot(claims, titles={1: "first"})
-    assert len(fig.axes) == 3  # tables 1, 4 and 5
-    labels = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
-    assert labels == [["A > B", "A > C", "C > B"], ["K=8 > K=6"], ["x=1 > x=2", "x=1 > x=3"]]
-    sizes = [t.get_fontsize() * fig.dpi / 72 for ax in fig.axes for t in ax.get_yticklabels()]
-    assert sizes == pytest.approx([BODY_PX] * len(claims)), "row labels are not at the body text's size"
-    assert [ax.get_title(loc="left") for ax in fig.axes] == ["Table 1: first", "Table 4", "Table 5"]
-    colours = verdict_colours(claims["verdict"])
-    drawn = {to_hex(line.get_color()) for ax in fig.axes for line in ax.lines if line.get_marker() == "o"}
-    assert drawn == {colours[v] for v in claims["verdict"] if v != "missing"}
-    legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "ours: smaller than the paper's" in legend and "paper's effect" in legend and "ours: missing" not in legend
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")  # as the notebook's inline backend does
-    width, height = Image.open(buffer).size
-    assert width <= COLUMN_PX, f"{width} px: shown scaled down in the {COLUMN_PX} px column"
-    double = claims_forest_plot(pd_concat(claims))
-    assert double.get_figheight() > fig.get_figheight() + 0.25 * len(claims)
-    plt.close("all")
-
-
-def pd_concat(claims):
-    import pandas as pd
-
-    return pd.concat([claims, claims.assign(claim=claims["claim"] + " again")], ignore_index=True)
-
-
-def test_paper_and_learning_tables_for_a_reader() -> None:
-    import pandas as pd
-
-    from thadcr.interfaces.notebook.results import learning_table, paper_table, run_labels
-    from thadcr.experiments.plan import METRICS
-
-    rows = []
-    for method, ours, std in (("DP (HTSAT)", 10.0, 0.41), ("THA", float("nan"), float("nan"))):
-        for i, metric in enumerate(METRICS):
-            rows.append({"table": 1, "method": method, "metric": metric, "ours_mean": ours + i, "ours_std": std,
-                         "n_runs": 3, "paper_mean": 30.0 + i, "paper_std": float("nan"), "runs": "", "missing": ""})
-    table = paper_table(pd.DataFrame(rows))
-    head = table.html.split("</thead>")[0]
-    assert re.findall(r'<th colspan="3" class="group">([^<]*)</th>', head) == ["Text-to-Audio", "Audio-to-Text"]
-    assert re.findall(r'<th class="num">([^<]*)</th>', head) == ["R@1", "R@5", "R@10"] * 2
-    assert '<th rowspan="2" class="num">R-sum</th>' in head
-    assert re.findall(r'<th rowspan="2" class="method">([^<]*)</th>', table.html) == ["DP (HTSAT)", "THA"]
-    assert '10.0 <span class="sd">±&nbsp;0.4</span>' in table.html and "<em>missing</em>" in table.html
-    assert "75.0" in table.html  # the R-sum of ours: 10 + 11 + ... + 15
-    assert "10.0 ± 0.4" in repr(table)  # the plain-text form keeps the paper layout's cells
-
-    labels = run_labels("tiny")
-    assert labels["audiocaps-DCR-htsat-K6-a0.01-b0.005-s0"] == ("audiocaps", "DCR, K=6, seed 0")
-    assert labels["audiocaps-DP-resnet38-K8-a0.01-b0.005-s2"] == ("audiocaps", "DP (ResNet38), seed 2")
-    assert labels["clotho-THA-htsat-K8-a0.01-b0.005-s0"] == ("clotho", "THA, seed 0")
-    learning = pd.DataFrame({
-        "run": ["clotho-THA-htsat-K8-a0.01-b0.005-s0", "somewhere-else-s0", "audiocaps-DCR-htsat-K6-a0.01-b0.005-s0"],
-        "rsum": [150.0, 140.0, 130.0], "t2a_R10": [50.0, 40.0, 30.0], "t2a_chance": [6.67, 5.0, 5.0],
-        "t2a_x_chance": [7.5, 8.0, 6.0], "a2t_R10": [30.0, 20.0, 25.0], "a2t_chance": [6.5, 4.91, 4.91],
-        "a2t_x_chance": [4.6, 4.1, 5.1],
-    })  # fmt: skip
-    table = learning_table(learning, "tiny")
-    names = re.findall(r'<td class="run" title="([^"]*)">([^<]*)</td>', table.html)
-    assert names == [("somewhere-else-s0", "somewhere-else-s0"), ("clotho-THA-htsat-K8-a0.01-b0.005-s0", "THA, seed 0"),
-                     ("audiocaps-DCR-htsat-K6-a0.01-b0.005-s0", "DCR, K=6, seed 0")]  # weakest first  # fmt: skip
-    assert "clotho: text-to-audio 6.7 %, audio-to-text 6.5 %" in table.html
-    assert not FILE_COLUMNS & set(cells_of("th", table.html))

@@ -321,7 +321,7 @@ from pathlib import Path
 from thadcr.interfaces.cli import parse_args
 from thadcr.config import make_config
 
-assert sys.argv[1:3] == ["-m", "thadcr.interfaces.cli"], sys.argv
+assert sys.argv[1:3] == ["-m", "thadcr"], sys.argv
 args = parse_args(sys.argv[3:])
 config = make_config(args.profile, args.overrides)
 test = {m: float(config.n_factors) for m in ("t2a_R1", "t2a_R5", "t2a_R10", "a2t_R1", "a2t_R5", "a2t_R10")}
@@ -345,7 +345,7 @@ def test_launcher_trains_runs_the_plan_then_finds_not_stale(tmp_path, stub_launc
     record = execute(runs, tmp_path, executor=launcher_executor(stub_launcher), progress=False)
     assert record["done"] == [run.run_id for run in runs] and record["failed"] == {}
     log = (runs_dir(tmp_path, "tiny") / runs[1].run_id / "papermill.log").read_text()
-    assert "-m thadcr.interfaces.cli train --profile tiny --out" in log and "--resume" in log and "resume\n" in log
+    assert "-m thadcr train --profile tiny --out" in log and "--resume" in log and "resume\n" in log
     check_not_stale(runs, runs_dir(tmp_path, "tiny"))  # the launched config is the plan's
     failing = launcher_executor(f"{sys.executable} -c 'import sys; sys.exit(3)'")
     more = plan("tiny", tables=(5,))[:1]  # not one of Table 4's

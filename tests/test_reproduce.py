@@ -1,6 +1,6 @@
 """`thadcr reproduce` (thadcr.experiments.plan, .execution, .tables; thadcr.interfaces.reproduce_cli): plan
-expansion, sharding, execution bookkeeping, rendering, paper values, and the train/tables/figures
-notebooks on synthetic results (nothing is trained here)."""
+expansion, sharding, execution bookkeeping, rendering and paper values, on synthetic results (nothing is
+trained here; the train/tables/figures notebooks are tested in tests/test_notebooks.py)."""
 
 from __future__ import annotations
 
@@ -8,31 +8,25 @@ import argparse
 import hashlib
 import json
 import math
-import sys
-import types
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import pandas as pd
 import pytest
 
+from synthetic import ALL_METRICS, SEEDS, metric_value, write_fake_run
 from thadcr.config import VARIANT_PARTS
 from thadcr.experiments import execution
 from thadcr.experiments.dry_run import gpu_variant
 from thadcr.experiments.execution import execute
 from thadcr.experiments.plan import (
-    EXTRA_METRICS, METRICS, PANNS_CHECKPOINT, TABLE_DATASET, TABLE_ROWS, TABLES, ReproduceError, Run, config_for,
+    METRICS, PANNS_CHECKPOINT, TABLE_DATASET, TABLE_ROWS, TABLES, ReproduceError, config_for,
     config_from_parameters, parse_shard, plan, runs_dir, select_shard, stale_settings,
 )  # fmt: skip
 from thadcr.experiments.tables import load_paper_results, paper_layout, render
 from thadcr.interfaces import reproduce_cli
 from thadcr.interfaces.cli import main
 
-matplotlib.use("Agg")
-
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
 
 # The 31 runs of the paper plan (Table 1 over 3 seeds, the rest once), written out by hand from
 # the task's list of Tables 1-5.
@@ -58,8 +52,6 @@ _TINY_SETTINGS = (
 )  # fmt: skip
 TINY_IDS = ([f"{setting}-s{s}" for setting in _TINY_SETTINGS for s in range(8 if setting in _TINY_SETTINGS[:7] else 4)]
             + [f"{d}-{v}-htsat-{_D}-s0" for d in ("audiocaps", "clotho") for v in ("THA", "THA+DP", "THA+DCR")])
-ALL_METRICS = METRICS + EXTRA_METRICS
-SEEDS = {"seeds": 3, "tha_seeds": 3}  # a smaller tiny plan for the synthetic results: 19 settings x 3 seeds
 
 
 # ----------------------------------------------------------------------------- plan
@@ -149,54 +141,6 @@ def test_config_for_maps_profiles_and_datasets():
     assert config_for("paper", "clotho").audio_checkpoint.endswith("HTSAT_AudioSet_Saved_1.ckpt")
     with pytest.raises(ReproduceError, match="dataset"):
         config_for("tiny", "librispeech")
-
-
-# ----------------------------------------------------------------------------- synthetic results
-def metric_value(run: Run, metric: str) -> float:
-    """A distinct, seed-dependent synthetic value per run and metric."""
-    settings = len(run.variant) + run.n_factors / 10 + 100 * (run.alpha + run.beta)
-    return 10.0 + 3.0 * ALL_METRICS.index(metric) + 0.7 * run.seed**2 + settings
-
-
-def write_fake_run(root: Path, run: Run, wall: float = 100.0, name: str | None = None) -> Path:
-    """A finished run folder as thadcr.run.train writes it (metrics.json, log.csv, factors.npz)."""
-    folder = root / (name or run.run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(len(run.run_id) + run.seed)
-    test = {m: metric_value(run, m) for m in ALL_METRICS}
-    epochs = np.arange(1, 4)
-    pd.DataFrame({
-        "epoch": epochs, "loss": 3.0 / epochs, "loss_S": 2.9 / epochs, "loss_D": 0.1 / epochs, "loss_A": 0.0,
-        "lr": 1e-3, **{f"val_{m}": 10.0 * epochs for m in METRICS}, "seconds": 1.0,
-    }).to_csv(folder / "log.csv", index=False)  # fmt: skip
-    if "DCR" in run.variant:
-        k = run.n_factors
-        np.savez(folder / "factors.npz", C_initial=rng.normal(0, 0.3, (k, k)), C_trained=np.eye(k),
-                 g_positive=rng.normal(1, 0.2, (20, k)), g_negative=rng.normal(0, 0.2, (20, k)))  # fmt: skip
-    metrics = {
-        "test": test, "best_epoch": 3, "val_best": 60.0, "seed": run.seed, "wall_time_s": wall,
-        "config": run.config().to_dict(), "device": "cpu",
-        "data": {"test": {"clips": 200, "captions": 1000}},
-        "machine": {"platform": "test", "cpus": 2}, "versions": {"torch": "x"}, "git_commit": None,
-    }  # fmt: skip
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    return folder
-
-
-@pytest.fixture
-def rendered(tmp_path):
-    """Synthetic results for the tiny plan over 3 seeds with two runs missing, rendered."""
-    runs = plan("tiny", **SEEDS)
-    missing = {"audiocaps-THA-htsat-K8-a0.01-b0.005-s2", "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0"}
-    for i, run in enumerate(runs):
-        if run.run_id not in missing:
-            write_fake_run(runs_dir(tmp_path, "tiny"), run, wall=100.0 + i)
-    executions = tmp_path / "tiny" / "executions"
-    executions.mkdir(parents=True)
-    for i, elapsed in enumerate((1234.5, 10.0)):
-        (executions / f"x{i}.json").write_text(json.dumps({"elapsed_s": elapsed, "shard": "0/1", "jobs": 1}))
-    summary = render("tiny", tmp_path, **SEEDS)
-    return tmp_path, runs, missing, summary
 
 
 # ----------------------------------------------------------------------------- render
@@ -507,154 +451,6 @@ def test_command_line_returns_nonzero_after_a_failure(tmp_path, monkeypatch):
     assert reproduce_cli.run_from_args(args) == 1
     assert len(stub.calls) == 3 and (tmp_path / "tiny" / "tables" / "table4.csv").is_file()
     assert reproduce_cli.run_from_args(parser.parse_args(["--profile", "tiny", "--tables", "9", "--results", str(tmp_path)])) == 2
-
-
-STUB_TRAIN_NOTEBOOK = '''# %% tags=["parameters"]
-variant = "THA+DCR"
-dataset = "audiocaps"
-profile = "tiny"
-seed = 0
-n_factors = 8
-alpha = 0.01
-beta = 0.005
-epochs = None
-out_dir = "unset"
-device = "auto"
-overrides = {}
-resume = False
-
-# %%
-import json, os
-from pathlib import Path
-test = {m: float(n_factors) for m in ("t2a_R1", "t2a_R5", "t2a_R10", "a2t_R1", "a2t_R5", "a2t_R10")}
-seen = {"variant": variant, "dataset": dataset, "overrides": overrides, "resume": resume, "epochs": epochs,
-        "alpha": alpha, "cwd": os.getcwd()}
-Path(out_dir, "metrics.json").write_text(json.dumps({"test": test, "seen": seen}))
-'''
-
-
-@pytest.mark.slow
-def test_papermill_passes_the_parameters_to_a_stub_notebook(tmp_path, monkeypatch):
-    """The real papermill path, with a stub in place of notebooks/train.py (one kernel start)."""
-    stub = tmp_path / "stub_train.py"
-    stub.write_text(STUB_TRAIN_NOTEBOOK)
-    monkeypatch.setattr(execution, "TRAIN_NOTEBOOK", stub)
-    monkeypatch.chdir(tmp_path)
-    run = next(r for r in plan("tiny", tables=(4,), seeds=1) if r.n_factors == 10)
-    (runs_dir(tmp_path / "results", "tiny") / run.run_id).mkdir(parents=True)  # an interrupted run
-    record = execute([run], tmp_path / "results", progress=False, fill=False)  # a stub needs no features
-    assert record["done"] == [run.run_id], record["failed"]
-    folder = runs_dir(tmp_path / "results", "tiny") / run.run_id
-    seen = json.loads((folder / "metrics.json").read_text())["seen"]
-    assert seen == {"variant": "DCR", "dataset": "audiocaps", "overrides": {"audio_encoder": "htsat"},
-                    "resume": True, "epochs": None, "alpha": 0.01, "cwd": str(tmp_path)}  # fmt: skip
-    executed = json.loads((folder / "run.ipynb").read_text())
-    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
-
-
-# ----------------------------------------------------------------------------- notebooks
-@pytest.mark.parametrize("name", ["train", "encoders", "tha", "dcr", "ca"])
-def test_paired_ipynb_has_the_cells_of_its_py(name):
-    """A committed .ipynb (golden outputs, or papermill's train notebook) must be regenerated
-    whenever its .py changes (docs/decisions/notebooks.md gives the commands)."""
-    import jupytext
-
-    def cells(notebook):
-        return [(c.cell_type, c.source.strip()) for c in notebook.cells]
-
-    paired = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
-    assert cells(paired) == cells(jupytext.read(NOTEBOOKS / f"{name}.py")), (
-        f"notebooks/{name}.ipynb is out of date with notebooks/{name}.py: regenerate it")
-
-
-def notebook_code(name: str, parameters: dict) -> str:
-    """The notebook's code cells, with `parameters` assigned after its parameters cell."""
-    import jupytext
-
-    notebook = jupytext.read(NOTEBOOKS / name)
-    parts = []
-    for cell in notebook.cells:
-        if cell.cell_type != "code":
-            continue
-        parts.append(cell.source)
-        if "parameters" in cell.metadata.get("tags", []):
-            parts.append("\n".join(f"{k} = {v!r}" for k, v in parameters.items()))
-    return "\n\n".join(parts)
-
-
-@pytest.mark.slow
-def test_train_notebook_builds_the_config_and_plots(tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
-
-    seen = {}
-
-    def fake_train(config, out_dir, resume=False, progress=True):
-        seen.update(config=config, out_dir=out_dir, resume=resume)
-        run = Run("tiny", "clotho", config.variant, config.audio_encoder, config.n_factors, config.alpha,
-                     config.beta, config.seed)  # fmt: skip
-        folder = write_fake_run(Path(out_dir).parent, run, name=Path(out_dir).name)
-        return json.loads((folder / "metrics.json").read_text())
-
-    monkeypatch.setitem(sys.modules, "thadcr.run.train", types.SimpleNamespace(train=fake_train))
-    out = tmp_path / "run"
-    params = {"variant": "DCR", "dataset": "clotho", "n_factors": 10, "beta": 0.01, "epochs": 2,
-              "out_dir": str(out), "overrides": {"audio_encoder": "resnet38"}, "resume": True}  # fmt: skip
-    namespace: dict = {}
-    exec(compile(notebook_code("train.py", params), "train.py", "exec"), namespace)
-    config = seen["config"]
-    assert (config.variant, config.n_factors, config.beta, config.epochs) == ("DCR", 10, 0.01, 2)
-    assert (config.data_root, config.audio_encoder, seen["resume"]) == ("data/embedded/clotho", "resnet38", True)
-    assert namespace["table"].shape == (2, 4)
-    assert namespace["table"].loc["Audio-to-Text", "R@10"] == pytest.approx(namespace["metrics"]["test"]["a2t_R10"])
-    assert len(namespace["fig"].axes) == 2 and namespace["fig"].axes[0].lines
-    plt.close("all")
-
-
-@pytest.mark.slow
-def test_figures_notebook_on_synthetic_and_on_missing_results(rendered, monkeypatch):
-    import IPython.display
-    import matplotlib.pyplot as plt
-
-    shown = []
-    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(getattr(obj, "data", obj)))
-    results, *_ = rendered
-    namespace: dict = {}
-    code = notebook_code("figures.py", {"profile": "tiny", "results_dir": str(results)})
-    exec(compile(code, "figures.py", "exec"), namespace)
-    assert namespace["factors_run"] == "audiocaps-THA+DCR-htsat-K8-a0.01-b0.005-s0"
-    curves, notes = namespace["page"].training_logs(namespace["root"], "tiny")  # what the curves cell drew
-    assert set(curves["method"]) == {m for m, _ in TABLE_ROWS[1]}
-    assert any("From epoch 1 to epoch" in str(text) for text in shown)  # the reading under the curves
-    titles = [plt.figure(n).axes[0].get_title() for n in plt.get_fignums()]  # the curves' figure is shown and closed
-    assert len(titles) == 3 and titles[0] == "Table 4: K"  # changes from the default (K, alpha, beta), C, g
-    assert "No paired runs yet" in str(shown[0])  # the synthetic runs keep no test ranks: no forest plot, said so
-    assert any("K=10" in str(text) for text in shown)  # the missing K=10 run is named
-    plt.close("all")
-    shown.clear()
-    empty: dict = {}
-    exec(compile(notebook_code("figures.py", {"results_dir": str(results / "none")}), "figures.py", "exec"), empty)
-    named = [str(text) for text in shown if "is missing" in str(text)]
-    assert empty["factors"] is None and sum("claims.csv" in text for text in named) == 2  # forest plot, changes
-    # Table 1's logs of the default plan: 8 seeds of the 3 rows without THA, 1 of the 3 THA rows
-    assert sum("log.csv" in text for text in named) == 27 and sum("factors.npz" in text for text in named) == 2
-    assert plt.get_fignums() == []
-
-
-@pytest.mark.slow
-def test_tables_notebook_executes_with_papermill(rendered):
-    import jupytext
-    import papermill
-
-    results, *_ = rendered
-    source = tmp_ipynb = results / "tables.ipynb"
-    jupytext.write(jupytext.read(NOTEBOOKS / "tables.py"), source)
-    output = results / "tables_out.ipynb"
-    papermill.execute_notebook(str(tmp_ipynb), str(output), parameters={"profile": "tiny", "results_dir": str(results)},
-                               kernel_name="python3", progress_bar=False, cwd=str(results))  # fmt: skip
-    text = output.read_text()
-    assert "Table 5: Effect of the trade-off" in text and "41.1 ± 0.6" in text
-    assert "55 of 57 complete" in text and "audiocaps-DCR-htsat-K10-a0.01-b0.005-s0" in text
-    assert "runs at least 3 times chance in both directions" in text and "of 55**" in text
 
 
 def test_render_writes_the_claims_table(rendered):

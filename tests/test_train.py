@@ -1,6 +1,7 @@
 """The trainer end to end on a small synthetic data set: outputs, resume, refusals, devices."""
 
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from thadcr.run.checkpoint import export_checkpoint, load_trained
 from thadcr.run.distributed import resolve_device
 from thadcr.errors import RunError
 from thadcr.run.evaluation import evaluate_checkpoint
-from thadcr.run.train import train
+from thadcr.run.train import gradient_norms, train
 
 
 def small_config(root, tmp_path, **changes):
@@ -98,6 +99,26 @@ def test_resume_reaches_the_uninterrupted_result(synthetic_clotho, tmp_path, mon
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(RunError, match="finished run"):
         train(config, tmp_path / "cut", resume=True, progress=False)
+
+
+def test_gradient_norms_are_each_losss_own_and_touch_no_grad():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    unused = torch.nn.Parameter(torch.ones(4))  # reached by no loss: adds nothing
+    params = [*layer.parameters(), unused]
+    x = torch.randn(5, 3)
+    out = layer(x)  # (5, 2)
+    losses = {"sum": out.sum(), "half": 0.5 * out.sum(), "constant": torch.zeros(())}
+    norms = gradient_norms(losses, params)
+    # d sum / d weight: each of the 2 rows is x summed over the batch; d sum / d bias: 5 per output
+    expected = math.sqrt(2 * float(x.sum(0).square().sum()) + 2 * 5**2)
+    assert norms["sum"] == pytest.approx(expected, rel=1e-6)
+    assert norms["half"] == pytest.approx(expected / 2, rel=1e-6)
+    assert norms["constant"] == 0.0
+    assert all(p.grad is None for p in params)
+    losses["sum"].backward()  # the graph is kept
+    clipped = torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)  # returns the norm before clipping
+    assert float(clipped) == pytest.approx(norms["sum"], rel=1e-6)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")

@@ -1,5 +1,5 @@
 """Execute a plan's runs: each one as a papermill notebook (``notebooks/train.py``) or with a launcher
-(``torchrun ... -m thadcr.interfaces.cli train``), into ``results/<profile>/runs/<run-id>/``.
+(``torchrun ... -m thadcr train``), into ``results/<profile>/runs/<run-id>/``.
 
 ``execute(runs, results_dir)`` skips finished runs (metrics.json present), resumes interrupted
 ones, takes only its ``shard="i/n"`` of the plan, fills the frozen encoders' feature caches first
@@ -59,7 +59,7 @@ Executor = Callable[[Path, Path, dict[str, Any], Path], int]
 
 
 def train_arguments(parameters: dict[str, Any]) -> list[str]:
-    """The `thadcr train` arguments of one run (notebooks/train.py's parameters, :meth:`Run.parameters`):
+    """The `thadcr train` arguments of one run (notebooks/train.py's parameters, :meth:`~thadcr.experiments.plan.Run.parameters`):
     its profile, its folder, ``--resume`` for an earlier attempt, and each key that differs."""
     profile = train_profile(parameters["profile"], parameters["dataset"])
     changes = profile_changes(parameters["profile"], parameters["dataset"], config_from_parameters(parameters))
@@ -69,7 +69,7 @@ def train_arguments(parameters: dict[str, Any]) -> list[str]:
 
 
 def launcher_executor(launcher: str) -> Executor:
-    """An executor that trains each run with ``<launcher> -m thadcr.interfaces.cli train ...`` (e.g.
+    """An executor that trains each run with ``<launcher> -m thadcr train ...`` (e.g.
     ``torchrun --standalone --nproc_per_node 4``: one run on all the GPUs) instead of papermill;
     the run's output goes to its papermill.log, and no run.ipynb is written."""
     command = shlex.split(launcher)
@@ -80,7 +80,7 @@ def launcher_executor(launcher: str) -> Executor:
         quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
         env = {**numerics.environment(config_from_parameters(parameters).numerics), **quiet}
         with open(log, "w") as stream:
-            argv = [*command, "-m", "thadcr.interfaces.cli", *train_arguments(parameters)]
+            argv = [*command, "-m", "thadcr", *train_arguments(parameters)]
             stream.write(f"$ {shlex.join(argv)}\n")
             stream.flush()
             return subprocess.run(argv, stdout=stream, stderr=subprocess.STDOUT, check=False, env=env).returncode

@@ -3,7 +3,8 @@ variance and the interval half-width that a plan of S seeds and n test clips pre
 
 The model is `thadcr.experiments.claims`'s: the paired difference of two settings at seed s, measured on n
 clips, is d_s = delta + a + u_s + v_s, with test sampling a (variance sigma_a^2 / n), training noise
-u_s (sigma_u^2) and the seed x query interaction v_s (sigma_v^2 / n), so that
+u_s (sigma_u^2) and the seed x query interaction v_s (how much one seed's model does better or
+worse on particular queries than their difficulty predicts; sigma_v^2 / n), so that
 
     Var(mean of d over S seeds) = sigma_a^2 / n + (sigma_u^2 + sigma_v^2 / n) / S.
 

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"--dry-run: benchmarks/gpu_check.py's output with measured step times "
                         f"(default {GPU_CHECK_FILE}, used when present)")  # fmt: skip
     parser.add_argument("--launcher", metavar="COMMAND",
-                        help="train each run with 'COMMAND -m thadcr.interfaces.cli train ...' instead of a papermill "
+                        help="train each run with 'COMMAND -m thadcr train ...' instead of a papermill "
                         "notebook, e.g. 'torchrun --standalone --nproc_per_node 4' (a node's GPUs for one run)")
 
 

@@ -24,7 +24,8 @@ half-precision inputs and under autocast.
 
 `eq1_reference` is Eq. 1 for one pair written as the equation reads (every intermediate
 materialised, autograd for the gradient) and `reference_similarity` applies it pair by pair:
-the slow reference that the fast kernel's values and gradients are tested against.
+the slow reference that the fast kernel's values and gradients are tested against;
+`eq1_attention` gives its weights alpha (what `thadcr.run.attention` measures).
 """
 
 from __future__ import annotations
@@ -99,15 +100,24 @@ def eq1_reference(
         raise ValueError(f"reduce={reduce!r} is not one of {REDUCES}")
     norm = torch.linalg.vector_norm
     q_norm = norm(queries, dim=-1).clamp_min(EPS)  # (M,) max(‖q_m‖, eps)
-    c_norm = norm(context, dim=-1).clamp_min(EPS)  # (N,) max(‖c_n‖, eps)
-    s = (queries @ context.T) / (q_norm[:, None] * c_norm)  # (M, N) s_mn = cos(q_m, c_n)
-    hinge = s.clamp_min(0)  # (M, N) [s_mn]+
-    s_bar = hinge / hinge.square().sum(dim=0).sqrt().clamp_min(EPS)  # (M, N) normalised over m
-    alpha = torch.softmax(lam * s_bar, dim=1)  # (M, N) softmax over the context n
+    alpha = eq1_attention(queries, context, lam)  # (M, N) softmax over the context n
     attended = alpha @ context  # (M, d) q̂_m = sum_n alpha_mn c_n
     tiny = torch.finfo(attended.dtype).tiny  # a zero q̂_m gives cosine 0
     cos = (queries * attended).sum(-1) / (q_norm * norm(attended, dim=-1).clamp_min(tiny))  # (M,)
     return cos.mean() if reduce == "mean" else cos.sum()
+
+
+def eq1_attention(queries: torch.Tensor, context: torch.Tensor, lam: float) -> torch.Tensor:
+    """Eq. 1's weights for one pair, as written: queries q_m (M, d) over context c_n (N, d) ->
+    alpha (M, N), each row a softmax over the context. Audio-enhanced (words as queries, audio
+    tokens as context), row n is α'_n: where word n looks in the clip. eps as in `eq1_reference`."""
+    norm = torch.linalg.vector_norm
+    q_norm = norm(queries, dim=-1).clamp_min(EPS)  # (M,) max(‖q_m‖, eps)
+    c_norm = norm(context, dim=-1).clamp_min(EPS)  # (N,) max(‖c_n‖, eps)
+    s = (queries @ context.T) / (q_norm[:, None] * c_norm)  # (M, N) s_mn = cos(q_m, c_n)
+    hinge = s.clamp_min(0)  # (M, N) [s_mn]+
+    s_bar = hinge / hinge.square().sum(dim=0).sqrt().clamp_min(EPS)  # (M, N) normalised over m
+    return torch.softmax(lam * s_bar, dim=1)  # (M, N) softmax over the context n
 
 
 def reference_similarity(

@@ -103,8 +103,9 @@ def retrieval_metrics(sim, caption_audio) -> dict[str, float]:
 
 def chance_recall(n_items: int, n_relevant: int, k: int) -> float:
     """R@k (in %) of a random ranking: the chance that at least one of the `n_relevant` correct
-    items among `n_items` is in the top k, 100 (1 - C(n - r, k) / C(n, k)). Text-to-audio on C clips:
-    chance_recall(C, 1, k) = 100 k / C; audio-to-text on N captions, 5 per clip: chance_recall(N, 5, k)."""
+    items among `n_items` is in the top k, 100 (1 - binom(n - r, k) / binom(n, k)). Text-to-audio on
+    N_a clips: chance_recall(N_a, 1, k) = 100 k / N_a; audio-to-text on N_t captions, 5 per clip:
+    chance_recall(N_t, 5, k)."""
     if not 1 <= n_relevant <= n_items or k < 1:
         raise ValueError(f"need 1 <= n_relevant <= n_items and k >= 1, got {n_relevant}, {n_items}, {k}")
     return 100.0 * (1.0 - math.comb(n_items - n_relevant, k) / math.comb(n_items, k))

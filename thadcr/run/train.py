@@ -13,7 +13,8 @@
 
 Every file is written atomically. Batches come from a DataLoader (`num_workers` processes);
 several processes (torchrun) split each global batch and gather the embeddings, so the
-contrastive loss sees the whole batch (`thadcr.run.distributed.Distributed`).
+contrastive loss sees the whole batch (`thadcr.run.distributed.Distributed`). One step is
+`train_step`; `gradient_norms` measures the gradient of each term of the loss apart.
 """
 
 from __future__ import annotations
@@ -95,6 +96,24 @@ def train_step(model, world, optimizer, params, audio, text, clip_ids, grad_clip
     torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return losses
+
+
+def gradient_norms(losses: dict[str, torch.Tensor], params: list[torch.nn.Parameter]) -> dict[str, float]:
+    """The norm of each loss's gradient with respect to `params`, one loss at a time: the 2-norm of
+    all the parameters' gradients together (the norm `train_step` clips at ``grad_clip``), in float64.
+
+    A parameter a loss does not reach adds nothing; a loss that reaches none (a constant, such as
+    L_D of a variant without factors) has norm 0. The graph is kept, so the caller can still
+    back-propagate. No parameter's ``.grad`` is touched.
+    """
+    norms = {}
+    for name, loss in losses.items():
+        if not loss.requires_grad:
+            norms[name] = 0.0
+            continue
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        norms[name] = math.sqrt(sum(float(g.double().square().sum()) for g in grads if g is not None))
+    return norms
 
 
 @dataclass

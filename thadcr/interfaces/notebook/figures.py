@@ -91,9 +91,10 @@ def claims_forest_plot(claims, titles: dict | None = None):
 
 
 # ------------------------------------------------------------------ training curves
-# a column of `training_logs` -> (its name over its panels, digits in the reading)
-TRAINING_CURVES = {"loss": ("training loss L", 2),
-                   "rsum": ("validation R-sum (the six recalls added, %)", 1)}
+# a column of `training_logs` -> (its name over its panels, digits in the reading, y scale); the
+# loss falls by more than ten times, so a log scale keeps its late epochs apart
+TRAINING_CURVES = {"loss": ("training loss L", 2, "log"),
+                   "rsum": ("validation R-sum (the six recalls added, %)", 1, "linear")}
 
 
 def training_logs(root: Path, profile: str, seeds: int | None = None):
@@ -128,46 +129,85 @@ def training_logs(root: Path, profile: str, seeds: int | None = None):
     return curves, notes
 
 
+def _curve_panels(block, logged, column: str, methods: list[str], scale: str, mean_label: str) -> None:
+    """One panel per method in rows of three on one y scale (``scale``: "log" where every value
+    is positive), each seed a thin grey line, the mean over the seeds a thick blue one."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+
+    columns = min(3, len(methods))
+    axes = block.subplots(-(-len(methods) // columns), columns, sharex=True, sharey=True, squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        runs = logged[logged["method"] == method]
+        if runs["seed"].nunique() > 1:
+            for _, run in runs.groupby("seed"):
+                ax.plot(run["epoch"], run[column], color="0.6", lw=1.0, marker="o", markersize=3,
+                        label="each seed")  # fmt: skip
+        mean = runs.groupby("epoch")[column].mean()
+        ax.plot(mean.index, mean.to_numpy(), color="tab:blue", lw=2.2, marker="o", markersize=5, label=mean_label)
+        ax.set_title(method, fontsize=BODY_PT)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(x=0.12, y=0.12)
+    if scale == "log" and (logged[column] > 0).all():  # shared: one call sets every panel
+        axes[0, 0].set_yscale("log")
+        axes[0, 0].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+        axes[0, 0].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes[0, 0].yaxis.set_minor_locator(NullLocator())
+    for ax in axes.flat[len(methods):]:
+        ax.set_visible(False)
+    for column_axes in axes.T:  # under the lowest panel of each column: the epochs
+        lowest = [ax for ax in column_axes if ax.get_visible()][-1]
+        lowest.xaxis.set_tick_params(labelbottom=True)
+        lowest.set_xlabel("epoch", fontsize=BODY_PT)
+
+
+def _one_epoch_panel(block, logged, column: str, methods: list[str], mean_label: str) -> None:
+    """A quantity logged at one epoch only: one panel, the methods side by side, each seed a grey
+    dot (spread a little sideways so that equal values stay visible) over their mean, a blue bar
+    with a dot at its middle."""
+    import numpy as np
+
+    ax = block.subplots()
+    for x, method in enumerate(methods):
+        values = logged.loc[logged["method"] == method, column].to_numpy()
+        if len(values):
+            ax.plot([x - 0.24, x, x + 0.24], [values.mean()] * 3, color="tab:blue", lw=2.2, marker="o",
+                    markersize=5, markevery=[1], label=mean_label, zorder=2)  # fmt: skip
+        if len(values) > 1:
+            ax.plot(x + np.linspace(-0.15, 0.15, len(values)), values, linestyle="", color="0.45", marker="o",
+                    markersize=4, label="each seed", zorder=3)  # fmt: skip
+    ax.set_xticks(range(len(methods)), [method.replace(" (", "\n(") for method in methods])
+    ax.tick_params(axis="x", labelsize=BODY_PT)
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+    ax.margins(y=0.12)
+
+
 def training_curves_figure(curves):
     """The curves of `training_logs`: a block of panels for each quantity of
     ``TRAINING_CURVES`` (training loss, validation R-sum), in it one panel per method in
-    rows of three, all on one y scale; each seed a thin grey line, the mean over the
-    method's seeds a thick blue one, the legend under the panels. ``COLUMN_INCHES``
+    rows of three, all on one y scale (the loss's logarithmic); each seed a thin grey line,
+    the mean over the method's seeds a thick blue one. A quantity logged at one epoch only
+    (the tiny profile validates its last epoch alone) is one panel instead, the methods side
+    by side, titled with that epoch. The legend is under the panels. ``COLUMN_INCHES``
     wide, text at the body text's size. Returns the Figure."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     methods = list(dict.fromkeys(curves["method"]))
-    columns = min(3, len(methods))
-    rows = -(-len(methods) // columns)
-    height = 0.8 + len(TRAINING_CURVES) * (0.45 + 1.55 * rows)
-    fig = plt.figure(figsize=(COLUMN_INCHES, height), dpi=FIGURE_DPI,
-                     layout="constrained")
-    blocks = fig.subfigures(len(TRAINING_CURVES), 1, hspace=0.04)
+    rows = -(-len(methods) // min(3, len(methods)))
+    logged = {column: curves.dropna(subset=[column]) for column in TRAINING_CURVES}  # val_every may skip epochs
+    checked = {column: sorted(set(frame["epoch"])) for column, frame in logged.items()}
+    heights = [0.45 + (2.3 if len(checked[column]) <= 1 else 1.55 * rows) for column in TRAINING_CURVES]
+    fig = plt.figure(figsize=(COLUMN_INCHES, 0.8 + sum(heights)), dpi=FIGURE_DPI, layout="constrained")
+    blocks = fig.subfigures(len(TRAINING_CURVES), 1, hspace=0.04, height_ratios=heights)
     several = bool((curves.groupby("method")["seed"].nunique() > 1).any())
     mean_label = "mean over the seeds" if several else "one seed"
-    for block, (column, (name, _)) in zip(blocks, TRAINING_CURVES.items()):
-        axes = block.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
-        block.suptitle(name, fontsize=BODY_PT, fontweight="bold")
-        for ax, method in zip(axes.flat, methods):
-            runs = curves[curves["method"] == method]
-            runs = runs.dropna(subset=[column])  # validation may skip epochs (val_every)
-            if runs["seed"].nunique() > 1:
-                for _, run in runs.groupby("seed"):
-                    ax.plot(run["epoch"], run[column], color="0.6", lw=1.0, marker="o",
-                            markersize=3, label="each seed")
-            mean = runs.groupby("epoch")[column].mean()
-            ax.plot(mean.index, mean.to_numpy(), color="tab:blue", lw=2.2, marker="o",
-                    markersize=5, label=mean_label)
-            ax.set_title(method, fontsize=BODY_PT)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.margins(x=0.12, y=0.12)
-        for ax in axes.flat[len(methods):]:
-            ax.set_visible(False)
-        for column_axes in axes.T:  # under the lowest panel of each column: the epochs
-            lowest = [ax for ax in column_axes if ax.get_visible()][-1]
-            lowest.xaxis.set_tick_params(labelbottom=True)
-            lowest.set_xlabel("epoch", fontsize=BODY_PT)
+    for block, (column, (name, _, scale)) in zip(blocks, TRAINING_CURVES.items()):
+        if len(checked[column]) > 1:
+            block.suptitle(name, fontsize=BODY_PT, fontweight="bold")
+            _curve_panels(block, logged[column], column, methods, scale, mean_label)
+            continue
+        when = f", epoch {int(checked[column][0])} only" if checked[column] else ": not logged"
+        block.suptitle(f"{name}{when}", fontsize=BODY_PT, fontweight="bold")
+        _one_epoch_panel(block, logged[column], column, methods, mean_label)
     shown = {}  # one legend entry a label
     for ax in fig.axes:
         handles, labels = ax.get_legend_handles_labels()
@@ -194,13 +234,32 @@ def _all(n: int, noun: str) -> str:
     return f"all {n} {noun}s"
 
 
+def _listing(names: list[str]) -> str:
+    """ "A", "A and B", "A, B and C"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _seeds_sentence(seeds) -> str:
+    """What each variant's value averages: its seeds, grouped by their number."""
+    if seeds.nunique() == 1:
+        n = int(seeds.iloc[0])
+        return "Each variant ran one seed." if n == 1 else f"Each variant's values are means over its {n} seeds."
+    groups: dict[int, list[str]] = {}
+    for method, n in seeds.items():
+        groups.setdefault(int(n), []).append(method)
+    said = "; ".join(f"{n} for {_listing(names)}" for n, names in sorted(groups.items(), reverse=True))
+    return f"Each variant's values are means over its seeds: {said}."
+
+
 def training_curves_sentence(curves) -> str:
     """A reading of `training_logs`, computed from it: how many epochs the runs logged
-    (two epochs are two points: one change, nothing about convergence); how each
-    quantity of ``TRAINING_CURVES`` changed from the first logged epoch to the last, per
-    method as the mean over its seeds, and in how many single runs it changed that way;
-    and, with several seeds, how far apart the methods' mean validation R-sums and the
-    seeds of one method are at the last epoch."""
+    (two epochs are two points: one change, nothing about convergence) and how many seeds
+    each variant's values average; how each quantity of ``TRAINING_CURVES`` changed from
+    the first logged epoch to the last, per method as the mean over its seeds, in how many
+    single runs it changed that way and, over three or more epochs, how much of the change
+    came in the first step; a quantity logged at one epoch only is given as that epoch's
+    values (no change to read); and, with several seeds, how far apart the methods' mean
+    validation R-sums and the seeds of one method are at the last epoch."""
     import numpy as np
 
     per_run = curves.groupby(["method", "seed"], sort=False)
@@ -227,17 +286,18 @@ def training_curves_sentence(curves) -> str:
                 f"{epochs['size'].max()} epochs; the curves say nothing about what "
                 "later epochs would show.")
         span = "From each run's first logged epoch to its last"
-    if seeds.nunique() == 1:
-        n = int(seeds.iloc[0])
-        over = ("one seed per variant" if n == 1
-                else f"means over the {n} seeds of each variant")
-    else:
-        over = "means over each variant's seeds (" + ", ".join(
-            f"{method} {n}" for method, n in seeds.items()) + ")"
-    parts = []
-    for column, (name, digits) in TRAINING_CURVES.items():
+    sentences = [head, _seeds_sentence(seeds)]
+    for column, (name, digits, _) in TRAINING_CURVES.items():
         logged = curves.dropna(subset=[column])  # validation may skip epochs (val_every)
-        if logged.empty:
+        label = name.split(" (")[0]
+        checked = sorted(set(logged["epoch"]))
+        if len(checked) == 1:
+            means = logged.groupby("method", sort=False)[column].mean()
+            values = "; ".join(f"{m}: {v:.{digits}f}" for m, v in means.items())
+            sentences.append(f"The {label} was measured at epoch {int(checked[0])} only, one value "
+                             f"per run, so it shows no change over training ({values}).")
+            continue
+        if not checked:
             continue
         ends = logged.groupby(["method", "seed"], sort=False)["epoch"]
         begin = logged.loc[ends.idxmin()].set_index(["method", "seed"])[column]
@@ -261,20 +321,29 @@ def training_curves_sentence(curves) -> str:
             said += f"; it {word} in {in_runs}" if rest else f" and in {in_runs}"
         values = "; ".join(f"{m}: {a[m]:.{digits}f} to {b[m]:.{digits}f}"
                            for m in shown)
-        checked = sorted(set(logged["epoch"]))
         when = "" if len(checked) == curves["epoch"].nunique() else (
-            f", measured at epochs {', '.join(str(int(e)) for e in checked)}")
-        parts.append(f"the {name.split(' (')[0]}{when} {said} ({values})")
-    text = f"{head} {span} ({over}), " + ", and ".join(parts) + "."
+            f", measured at epochs {', '.join(str(int(e)) for e in checked)},")
+        sentence = f"{span} the {label}{when} {said} ({values})"
+        if same and len(checked) > 2 and not rest and word != "did not change":
+            mean = logged.groupby(["method", "epoch"], sort=False)[column].mean()
+            shares = [100 * (mean[m, checked[1]] - mean[m, checked[0]]) / (b[m] - a[m]) for m in shown]
+            low, high = f"{min(shares):.0f}", f"{max(shares):.0f}"
+            sentence += (f"; {low if low == high else f'{low} to {high}'} % of each variant's "
+                         f"{'fall' if word == 'fell' else 'rise'} came between epochs "
+                         f"{int(checked[0])} and {int(checked[1])}")
+        sentences.append(sentence + ".")
     final = last["rsum"].dropna()
     means = final.groupby(level="method", sort=False).mean()
     spread = final.groupby(level="method", sort=False).agg(lambda v: v.max() - v.min())
     if len(means) > 1 and (seeds > 1).any():
         at = f"epoch {end}" if same else "the last epoch"
-        text += (f" At {at} the means of the variants' validation R-sums span "
-                 f"{means.max() - means.min():.1f} points, and the seeds of one "
-                 f"variant lie up to {spread.max():.1f} points apart.")
-    return text
+        sentences.append(
+            f"At {at} the means of the variants' validation R-sums span "
+            f"{means.max() - means.min():.1f} points, from {means.min():.1f} ({means.idxmin()}) to "
+            f"{means.max():.1f} ({means.idxmax()}), and the seeds of one variant lie up to "
+            f"{spread.max():.1f} points apart ({spread.idxmax()}). These are validation scores; "
+            "the Tables page compares the variants on the test set, with intervals.")
+    return " ".join(sentences)
 
 
 def show_training_curves(root: Path, profile: str, seeds: int | None = None) -> None:

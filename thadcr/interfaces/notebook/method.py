@@ -1,7 +1,9 @@
-"""Helpers of the method pages (start, encoders, THA, DCR, CA): session set-up and display, the
-embedded test split and its scene lists, ranks of the relevant items of a search, the data-flow
-picture of the model (`model_diagram`), and the committed runs they read (`table1_run_id`) with
-sentences computed from the runs' files, so that no page types a result into its prose."""
+"""Helpers of the method pages (start, encoders, THA, DCR, CA, objective): session set-up and
+display, the embedded test split and its scene lists, ranks of the relevant items of a search, the
+data-flow picture of the model (`model_diagram`), and the committed runs they read
+(`table1_run_id`) with sentences computed from the runs' files or the page's numbers
+(`objective_sentence`, `attention_share_sentence`), so that no page types a result into its
+prose."""
 
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ def embedded_test_split(data: str = "data/embedded/audiocaps"):
     if not (root / "clotho_captions_evaluation.csv").is_file():
         raise FileNotFoundError(
             f"{root} holds no embedded data set: run `thadcr data build` "
-            "(or `.venv/bin/python -m thadcr.interfaces.cli data build`) in the repository root, then run this notebook again"
+            "(or `.venv/bin/python -m thadcr data build`) in the repository root, then run this notebook again"
         )
     return load_split(root, "clotho", "test")
 
@@ -167,7 +169,7 @@ def diagram_labels(config) -> dict[str, str]:
         "dp": f"DP: Linear -> (B, {D}) each\ncosine -> $S_{{DP}}$ ($N_a$, $N_t$)",
         "audio_factors": f"$e^a_k = W^a_k \\bar a$\n(B, K={K}, D/K={w})",
         "text_factors": f"$e^t_k = W^t_k \\bar t$\n(B, K={K}, D/K={w})",
-        "corr": f"C ({K}, {K}) over the B matching pairs (Eq. 3)\n-> $L_D$ (off-diagonal), $L_A$ (diagonal)",
+        "corr": f"C ({K}, {K}) over the B matching pairs (sec. 2.3)\n-> $L_D$ (off-diagonal), $L_A$ (diagonal)",
         "ca": (f"CA: $g_i$ = MLP([$e^t_i$, $e^a_i$])\n($N_a$, $N_t$, {K}) confidences\n"
                "-> $S_{DCR} = \\Sigma_i\\, g_i \\cos(e^t_i, e^a_i)$\n(Eq. 4)"),
         "loss": ("S = the variant's similarities added (e.g. $S_{THA} + S_{DCR}$), ($N_a$, $N_t$)\n"
@@ -309,3 +311,131 @@ def confidence_sentence(g_positive, g_negative) -> str:
                        "reading of g_i.")
     return text + (" In this run the CA module does not separate matching from non-matching "
                    "pairs.")
+
+
+def objective_sentence(values: dict[str, float], norms: dict[str, float], factor_norms: dict[str, float],
+                       grad_clip: float) -> str:
+    """What the terms of L = L_S + alpha L_D + beta L_A do on one batch, in words that claim no
+    more than the numbers show. The dicts are keyed by the weighted terms "L_S", "alpha L_D" and
+    "beta L_A": `values` their values (all at least 0), `norms` the norms of their gradients over
+    every trainable weight (and of L's, key "L"), `factor_norms` over the factor projections, the
+    only weights all three reach; `grad_clip` the norm training clips L's gradient at."""
+    factor_terms = ("alpha L_D", "beta L_A")
+    total = sum(values.values())
+    shares = ", ".join(f"{name} {100 * value / total:.0f} %" for name, value in values.items())
+    text = f"On this batch L = {total:.4f}, of which {shares}."
+    if norms["L"] > grad_clip:
+        text += (f" The gradient of L has norm {norms['L']:.3f}, above the clipping threshold "
+                 f"{grad_clip:g}: training scales it by {grad_clip / norms['L']:.2f} before the step.")
+    else:
+        text += (f" The gradient of L has norm {norms['L']:.3f}, below the clipping threshold "
+                 f"{grad_clip:g}: this step is not clipped.")
+    if not all(factor_norms[name] > 0 for name in factor_terms):
+        return text + " The factor losses have no gradient here."
+    overall = [norms["L_S"] / norms[name] for name in factor_terms]
+    local = [factor_norms["L_S"] / factor_norms[name] for name in factor_terms]
+    text += (f" Over all trainable weights L_S's gradient is {overall[0]:.0f} times as large as "
+             f"alpha L_D's and {overall[1]:.0f} times beta L_A's; on the factor projections, the "
+             f"only weights the factor losses reach, it is {local[0]:.1f} and {local[1]:.1f} times "
+             "as large")
+    if min(local) >= 10:
+        return text + ": even there L_S sets the direction of the step, and the factor losses nudge it."
+    if min(local) >= 1:
+        return text + ": there the factor losses take a visible part in the step."
+    return text + ": there a factor loss outweighs L_S."
+
+
+# ----------------------------------------------------------------------------- THA's attention, measured
+def mean_interval(values) -> tuple[float, float, float, int]:
+    """The mean of the values that are not NaN, its 95 % interval (1.96 standard errors: the
+    sample standard deviation over sqrt(n)) and n; NaN where there are too few."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    n = len(values)
+    mean = float(values.mean()) if n else float("nan")
+    half = 1.959963984540054 * float(values.std(ddof=1)) / n**0.5 if n > 1 else float("nan")
+    return mean, mean - half, mean + half, n
+
+
+def attention_share_table(shares, names: list[str]):
+    """Per THA level (rows, `names`), over the scenes of `shares` (`thadcr.run.attention.EventShares`;
+    each scene's items averaged first, `thadcr.run.attention.scene_means`), in %: the share of the
+    event words' attention inside the event's span (``inside``) and the chance share, the
+    difference (``above_chance``); in the scenes of several events (``several``) the share of the
+    other events' words in the same span (``others``) and the difference (``above_others``); each
+    mean with its 95 % interval over scenes (``_low``, ``_high``; scenes counted as independent)."""
+    import pandas as pd
+
+    from thadcr.run.attention import scene_means
+
+    rows = {}
+    for level, name in enumerate(names):
+        inside, others = shares.inside[:, level], shares.others[:, level]
+        row = {}
+        for key, values in (("inside", inside), ("chance", shares.chance), ("above_chance", inside - shares.chance),
+                            ("others", others), ("above_others", inside - others)):
+            mean, low, high, n = mean_interval(scene_means(shares.clips, values))
+            row.update({key: 100 * mean, f"{key}_low": 100 * low, f"{key}_high": 100 * high})
+            row["several" if key.endswith("others") else "scenes"] = n
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _listed(names: list[str]) -> str:
+    """'level 1', 'levels 1 and 2', 'levels 1, 2 and 3' from level names 'level 1', ..."""
+    numbers = [name.removeprefix("level ") for name in names]
+    if len(numbers) == 1:
+        return f"level {numbers[0]}"
+    return "levels " + ", ".join(numbers[:-1]) + " and " + numbers[-1]
+
+
+def attention_share_sentence(table, state: str, n_events: int) -> str:
+    """What `attention_share_table` shows, in words that claim no more than its numbers: where
+    the words naming an event look, against chance and against the other events' words. `state`
+    names the model (e.g. "the trained demo model"), `n_events` the (caption, event) items."""
+    levels = list(table.index)
+
+    def joined(texts: list[str]) -> str:
+        return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
+
+    def values(key: str) -> str:
+        return joined([f"{row[key]:.0f}" for _, row in table.iterrows()])
+
+    def differences(key: str) -> str:
+        return joined([f"{row[key]:+.1f} ({row[key + '_low']:+.1f} to {row[key + '_high']:+.1f})"
+                       for _, row in table.iterrows()])
+
+    def verdict(key: str) -> tuple[list[str], list[str], list[str]]:
+        above = [name for name, row in table.iterrows() if row[f"{key}_low"] > 0]
+        below = [name for name, row in table.iterrows() if row[f"{key}_high"] < 0]
+        return above, below, [name for name in levels if name not in above + below]
+
+    scenes, several = int(table["scenes"].iloc[0]), int(table["several"].iloc[0])
+    text = (f"With {state}, over {scenes} test scenes ({n_events} named events), the content words "
+            f"naming an event put {values('inside')} % of their attention inside the event's time span "
+            f"at {_listed(levels)}, where uniform attention would put {table['chance'].iloc[0]:.0f} %: "
+            f"{differences('above_chance')} percentage points from chance (95 % intervals, scenes counted "
+            "as independent).")
+    above_chance, below, level = verdict("above_chance")
+    parts = [f"above chance at {_listed(above_chance)}" if above_chance else "",
+             f"below chance at {_listed(below)}" if below else "",
+             f"not distinguishable from chance at {_listed(level)}" if level else ""]
+    text += " The attention is " + "; ".join(p for p in parts if p) + "."
+    if several == 0:
+        return text
+    text += (f" In the {several} scenes of several events, the words of the caption's other events put "
+             f"{values('others')} % of theirs in the same span; the event's own words put "
+             f"{differences('above_others')} points more.")
+    above = verdict("above_others")[0]
+    rest = [name for name in levels if name not in above]
+    if above:
+        text += (f" At {_listed(above)} the attention follows what the words name, not only where "
+                 "the clip is loud.")
+    if rest:
+        text += f" At {_listed(rest)} an event's words look at its span no more than the other events' words do"
+        salient = [name for name in rest if name in above_chance]
+        text += (f", so what lies above chance at {_listed(salient)} may be where the clip stands out, not "
+                 "what the words name." if salient else ".")
+    return text
