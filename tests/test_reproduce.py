@@ -444,12 +444,15 @@ def test_command_line_returns_nonzero_after_a_failure(tmp_path, monkeypatch):
     runs = plan("tiny", tables=(4,), seeds=1)
     stub = StubExecutor(fail={runs[0].run_id})
     monkeypatch.setattr(execution, "papermill_executor", stub)
+    filled = []  # the real caches take minutes in a fresh clone; this test is about the exit code
+    monkeypatch.setattr(execution, "fill_caches", lambda todo, jobs, progress=True: filled.append(len(todo)))
     parser = argparse.ArgumentParser()
     reproduce_cli.add_arguments(parser)
     args = parser.parse_args(["--profile", "tiny", "--tables", "4", "--seeds", "1", "--results", str(tmp_path)])
     # the stub's metrics.json lack the fields render needs beyond "test": render still works
     assert reproduce_cli.run_from_args(args) == 1
     assert len(stub.calls) == 3 and (tmp_path / "tiny" / "tables" / "table4.csv").is_file()
+    assert filled == [3]  # the papermill path fills the caches once, before the runs
     assert reproduce_cli.run_from_args(parser.parse_args(["--profile", "tiny", "--tables", "9", "--results", str(tmp_path)])) == 2
 
 
