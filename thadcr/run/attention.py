@@ -23,8 +23,6 @@ uniform attention gives exactly the chance share. The choices: docs/decisions/al
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from thadcr.data.embedded.build import read_timelines
 from thadcr.data.embedded.inventory import PhraseSet, load_classes
 from thadcr.data.readers import Split, normalise_caption
 from thadcr.model.alignment import eq1_attention
@@ -171,8 +170,7 @@ def event_items(split: Split, scenes_csv: str | Path, clips: list[int] | None = 
     in clip, caption and event order. Backgrounds are left out: they last the whole clip. A
     caption that does not name one of its scene's events is an error (the build writes every
     event into every caption)."""
-    with Path(scenes_csv).open(newline="") as handle:
-        timelines = {row["file_name"]: json.loads(row["timeline"]) for row in csv.DictReader(handle)}
+    timelines = read_timelines(scenes_csv)
     classes = load_classes()
     items = []
     for clip in range(split.n_clips) if clips is None else clips:

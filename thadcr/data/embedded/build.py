@@ -153,6 +153,16 @@ def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
     atomic_write(path, lambda tmp: sf.write(str(tmp), wave, sample_rate, subtype="PCM_16", format="WAV"))
 
 
+def read_timelines(path: str | Path) -> dict[str, dict]:
+    """A split's ``scenes_<split>.csv`` as file name -> timeline, the JSON the build wrote there
+    (``events``: class, onset, duration, ... in time order; ``background``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `thadcr data build` (it writes the scene lists)")
+    with path.open(newline="") as handle:
+        return {row["file_name"]: json.loads(row["timeline"]) for row in csv.DictReader(handle)}
+
+
 def label_file_name(key: str) -> str:
     """The labels flavour's file name of a recording: ``scratch:Animal/Dog1.wav`` -> ``scratch_Animal_Dog1.wav``."""
     package, path = key.split(":", 1)

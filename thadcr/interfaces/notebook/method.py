@@ -78,19 +78,12 @@ def embedded_test_split(data: str = "data/embedded/audiocaps"):
 def scene_events(data_root: str | Path, split: str = "evaluation") -> dict[str, dict]:
     """What each scene of an embedded data set's split contains, from its scenes_<split>.csv:
     file name -> {"events": [event classes in time order], "background": class or None}."""
-    import csv
-    import json
+    from thadcr.data.embedded.build import read_timelines
 
-    path = Path(data_root) / f"scenes_{split}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `thadcr data build` (it writes the scene lists)")
     scenes = {}
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            timeline = json.loads(row["timeline"])
-            background = timeline.get("background") or {}
-            scenes[row["file_name"]] = {"events": [e["class"] for e in timeline["events"]],
-                                        "background": background.get("class")}  # fmt: skip
+    for name, timeline in read_timelines(Path(data_root) / f"scenes_{split}.csv").items():
+        background = timeline.get("background") or {}
+        scenes[name] = {"events": [e["class"] for e in timeline["events"]], "background": background.get("class")}
     return scenes
 
 
