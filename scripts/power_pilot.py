@@ -7,6 +7,12 @@ the validation R-sum chooses the schedule. Stage ``variance``: the settings of f
 0..S-1; for each pair, `thadcr.experiments.power.variance_parts` and the half-width predicted for plans of 2-12
 seeds on the 2,000 test clips, with the measured minutes per run.
 
+Stage ``finetune``: the like-for-like measurement behind the frozen encoders. DP and DCR with the
+whole tiny HTS-AT fine-tuned (``audio_frozen: false``, the earlier plan's schedule: 2 epochs, x0.1
+for the second), seeds 0..S-1, against the frozen DP and DCR pilots of the variance stage: the SD of
+the paired differences, the variance parts and the minutes per run of both, and the variance of a
+seed-mean difference times the minutes it costs (smaller: more power per minute).
+
 Every run tests its validation split (`thadcr.run.train.train(..., test_split="val")`), never the
 test split. Runs go to results/tiny/pilot/runs/<name>/ (their checkpoints removed once finished;
 finished runs are kept and skipped when the script runs again), the figures to
@@ -14,6 +20,7 @@ results/tiny/pilot/<stage>.json.
 
     .venv/bin/python scripts/power_pilot.py schedule --epochs 4 8 12
     .venv/bin/python scripts/power_pilot.py variance --epochs 8 --seeds 4
+    .venv/bin/python scripts/power_pilot.py finetune --epochs 2 --seeds 4 --frozen-epochs 8
 """
 
 from __future__ import annotations
@@ -41,18 +48,24 @@ SETTINGS = {
     "DP-resnet38": ("audiocaps", {"variant": "DP", "audio_encoder": "resnet38"}),
     "DCR-K6": ("audiocaps", {"variant": "DCR", "n_factors": 6}),
 }
+# the whole audio encoder fine-tuned (its features computed in every step, not cached)
+FINETUNED = {
+    "DP-finetuned": ("audiocaps", {"variant": "DP", "audio_frozen": False}),
+    "DCR-finetuned": ("audiocaps", {"variant": "DCR", "audio_frozen": False}),
+}
+ALL_SETTINGS = {**SETTINGS, **FINETUNED}
 PAIRS = [("DCR", "DP"), ("DP", "DP-resnet38"), ("THA+DCR", "DCR"), ("DCR", "DCR-K6")]
 THA_SEEDS = 2  # THA scores 200 x 1,000 pairs per fold in about 20-30 s: its pilot runs 2 seeds
 
 
 def seeds_of(name: str, seeds: int) -> int:
-    return min(seeds, THA_SEEDS) if SETTINGS[name][1]["variant"].startswith("THA") else seeds
+    return min(seeds, THA_SEEDS) if ALL_SETTINGS[name][1]["variant"].startswith("THA") else seeds
 
 
 def config_of(name: str, epochs: int, seed: int):
     from thadcr.experiments.plan import config_for
 
-    dataset, changes = SETTINGS[name]
+    dataset, changes = ALL_SETTINGS[name]
     schedule = {"epochs": epochs, "lr_step": max(1, (3 * epochs) // 4), "seed": seed}
     return config_for("tiny", dataset, {**changes, **schedule})
 
@@ -109,52 +122,107 @@ def schedule(epochs: list[int], workers: int) -> None:
     write(PILOT / "schedule.json", {"what": "validation R-sum of the pilot runs by schedule", "runs": rows})
 
 
-def variance(epochs: int, seeds: int, workers: int) -> None:
-    from thadcr.experiments.claims import bootstrap_weights, rsum
-    from thadcr.experiments.power import half_width, variance_parts
+class Pilot:
+    """The pilot runs' validation R-sums and their bootstrap replicates (one set of resampled clips)."""
 
+    def __init__(self) -> None:
+        self.observed, self.replicates, self.minutes = {}, {}, {}
+        self.weights, self.clips = None, 0
+
+    def add(self, name: str, epochs: int, seed: int) -> None:
+        from thadcr.experiments.claims import bootstrap_weights, rsum
+
+        metrics, ranks = read(name, epochs, seed)
+        if self.weights is None:
+            self.clips = int(ranks["caption_audio"].max()) + 1
+            self.weights = bootstrap_weights(self.clips, RESAMPLES, np.random.default_rng(0))
+        self.observed[name, epochs, seed] = float(rsum(ranks))
+        self.replicates[name, epochs, seed] = rsum(ranks, self.weights)
+        self.minutes.setdefault((name, epochs), []).append(metrics["wall_time_s"] / 60)
+
+    def pair(self, better: str, worse: str, epochs: int, seeds: int) -> dict:
+        """The variance parts of better - worse over seeds 0..seeds-1, and what they predict."""
+        from thadcr.experiments.power import half_width, variance_parts
+
+        paired = range(seeds)
+        d = np.array([self.observed[better, epochs, s] - self.observed[worse, epochs, s] for s in paired])
+        d_boot = np.stack([self.replicates[better, epochs, s] - self.replicates[worse, epochs, s] for s in paired])
+        parts = variance_parts(d, d_boot, self.clips)
+        return {
+            "better": better, "worse": worse, "epochs": epochs, "pilot_effect": parts.effect,
+            "pilot_seeds": len(paired), "pilot_clips": self.clips, "paired_differences": d.tolist(),
+            "sd_paired_difference": float(d.std(ddof=1)), "sigma_a2": parts.test, "sigma_u2": parts.seed,
+            "sigma_v2": parts.interaction,
+            "predicted_half_width": {s: half_width(parts, s, TEST_CLIPS) for s in (2, 3, 4, 6, 8, 10, 12)},
+        }
+
+    def mean_minutes(self, name: str, epochs: int) -> float:
+        return float(np.mean(self.minutes[name, epochs]))
+
+
+def variance(epochs: int, seeds: int, workers: int) -> None:
     run_all([(name, epochs, seed) for name in SETTINGS for seed in range(seeds_of(name, seeds))], workers)
-    observed, replicates, minutes = {}, {}, {}
-    weights = None
+    pilot = Pilot()
     for name in SETTINGS:
         for seed in range(seeds_of(name, seeds)):
-            metrics, ranks = read(name, epochs, seed)
-            if weights is None:
-                clips = int(ranks["caption_audio"].max()) + 1
-                weights = bootstrap_weights(clips, RESAMPLES, np.random.default_rng(0))
-            observed[name, seed] = float(rsum(ranks))
-            replicates[name, seed] = rsum(ranks, weights)
-            minutes.setdefault(name, []).append(metrics["wall_time_s"] / 60)
+            pilot.add(name, epochs, seed)
     pairs = []
     for better, worse in PAIRS:
-        paired = range(min(seeds_of(better, seeds), seeds_of(worse, seeds)))
-        d = np.array([observed[better, s] - observed[worse, s] for s in paired])
-        d_boot = np.stack([replicates[better, s] - replicates[worse, s] for s in paired])
-        parts = variance_parts(d, d_boot, clips)
-        pairs.append({
-            "better": better, "worse": worse, "pilot_effect": parts.effect, "pilot_seeds": len(paired),
-            "pilot_clips": clips, "sigma_a2": parts.test, "sigma_u2": parts.seed, "sigma_v2": parts.interaction,
-            "predicted_half_width": {s: half_width(parts, s, TEST_CLIPS) for s in (2, 3, 4, 6, 8, 10, 12)},
-        })
+        pair = pilot.pair(better, worse, epochs, min(seeds_of(better, seeds), seeds_of(worse, seeds)))
+        pairs.append({key: value for key, value in pair.items()
+                      if key not in ("epochs", "paired_differences", "sd_paired_difference")})
     write(PILOT / "variance.json", {
         "what": f"variance parts of paired R-sum differences from {seeds} pilot seeds on the validation folds, "
                 f"and the 95 % half-width they predict on the {TEST_CLIPS} test clips",
         "epochs": epochs, "pairs": pairs,
-        "minutes_per_run": {name: float(np.mean(m)) for name, m in minutes.items()},
+        "minutes_per_run": {name: pilot.mean_minutes(name, epochs) for name in SETTINGS},
+    })
+
+
+def finetune(epochs: int, seeds: int, frozen_epochs: int, workers: int) -> None:
+    """DCR - DP with the audio encoder fine-tuned against the same pair frozen: power per minute."""
+    frozen = [(name, frozen_epochs, seed) for name in ("DP", "DCR") for seed in range(seeds)]
+    missing = [job for job in frozen if not (PILOT / "runs" / f"{job[0]}-e{job[1]}-s{job[2]}" / "metrics.json").is_file()]
+    run_all([(name, epochs, seed) for name in FINETUNED for seed in range(seeds)] + missing, workers)
+    pilot = Pilot()
+    for name, e, seed in frozen + [(name, epochs, seed) for name in FINETUNED for seed in range(seeds)]:
+        pilot.add(name, e, seed)
+    sides = {}
+    for side, (better, worse, e) in {"frozen": ("DCR", "DP", frozen_epochs),
+                                     "finetuned": ("DCR-finetuned", "DP-finetuned", epochs)}.items():
+        pair = pilot.pair(better, worse, e, seeds)
+        pair["minutes_per_run"] = {name: pilot.mean_minutes(name, e) for name in (better, worse)}
+        pair_minutes = sum(pair["minutes_per_run"].values())
+        seed_part = pair["sigma_u2"] + pair["sigma_v2"] / TEST_CLIPS  # what one more paired seed divides
+        pair["minutes_per_paired_seed"] = pair_minutes
+        pair["seed_variance_times_minutes"] = seed_part * pair_minutes
+        pair["validation_rsum"] = {name: [pilot.observed[name, e, s] for s in range(seeds)] for name in (better, worse)}
+        sides[side] = pair
+    write(PILOT / "finetune.json", {
+        "what": "DCR - DP on the validation folds with the tiny HTS-AT frozen (cached features) and fine-tuned "
+                "(whole encoder): SD of paired differences, variance parts, minutes per run; "
+                "seed_variance_times_minutes = (sigma_u^2 + sigma_v^2 / n_test) x minutes per paired seed, "
+                "the seed-mean variance a minute of runs buys (smaller: more power per minute)",
+        "test_clips": TEST_CLIPS, "sides": sides,
+        "power_per_minute_ratio_frozen_over_finetuned":
+            sides["finetuned"]["seed_variance_times_minutes"] / sides["frozen"]["seed_variance_times_minutes"],
     })
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("schedule", "variance"))
+    parser.add_argument("stage", choices=("schedule", "variance", "finetune"))
     parser.add_argument("--epochs", type=int, nargs="+", required=True)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--frozen-epochs", type=int, default=8, help="finetune: the frozen pilots' epochs")
     args = parser.parse_args(argv)
     if args.stage == "schedule":
         schedule(args.epochs, args.jobs)
-    else:
+    elif args.stage == "variance":
         variance(args.epochs[0], args.seeds, args.jobs)
+    else:
+        finetune(args.epochs[0], args.seeds, args.frozen_epochs, args.jobs)
     return 0
 
 
