@@ -259,3 +259,101 @@ def test_the_power_notes_obtained_half_widths_are_claims_csv():
     ablations = kinds["K, alpha, beta"]
     word = re.search(r"Tables 4-5 at most 8 in (\w+) of six", POWER_NOTES)[1]
     assert COUNT_WORDS[word] == int((ablations.half_width <= 8).sum()) and len(ablations) == 6
+
+
+def test_the_power_notes_frozen_against_finetuned_table_is_finetune_json():
+    """Every cell of the power notes' frozen-against-fine-tuned table, and the ratio the text
+    draws from it, formatted from results/tiny/pilot/finetune.json (the finetune pilot's output)."""
+    payload = json.loads((RESULTS / "pilot" / "finetune.json").read_text())
+    frozen, finetuned = payload["sides"]["frozen"], payload["sides"]["finetuned"]
+
+    def rsums(side: dict, name: str) -> str:
+        values = side["validation_rsum"][name]
+        return (" / ".join(f"{v:.1f}" for v in values)
+                + f" (mean {np.mean(values):.1f}, SD {np.std(values, ddof=1):.1f})")
+
+    def both(cell) -> str:
+        return f"| {cell(frozen)} | {cell(finetuned)} |"
+
+    def minutes(side: dict) -> str:
+        dp, dcr = (side["minutes_per_run"][name] for name in (side["worse"], side["better"]))
+        return f"{dp:.2f} / {dcr:.2f}"
+
+    rows = [
+        f"| DP, seeds 0-3 | {rsums(frozen, 'DP')} | {rsums(finetuned, 'DP-finetuned')} |",
+        f"| DCR, seeds 0-3 | {rsums(frozen, 'DCR')} | {rsums(finetuned, 'DCR-finetuned')} |",
+        "| DCR - DP per seed " + both(lambda side: " / ".join(f"{d:.1f}" for d in side["paired_differences"])),
+        "| SD of the paired differences " + both(lambda side: f"{side['sd_paired_difference']:.1f}"),
+        "| sigma_u^2 / sigma_v^2 " + both(lambda side: f"{side['sigma_u2']:.1f} / {side['sigma_v2']:.0f}"),
+        "| minutes per run (DP / DCR) " + both(minutes),
+        "| seed-mean variance x minutes, per paired seed " + both(lambda side: f"{side['seed_variance_times_minutes']:.1f}"),
+    ]
+    for row in rows:
+        assert row in POWER_NOTES, f"the power notes do not state this row of finetune.json: {row}"
+    assert frozen["better"] == "DCR" and finetuned["better"] == "DCR-finetuned"
+    assert all(side["pilot_seeds"] == 4 and side["pilot_clips"] == 400 for side in (frozen, finetuned))
+    ratio = payload["power_per_minute_ratio_frozen_over_finetuned"]
+    assert stated(POWER_NOTES, r"the frozen runs give \*\*# times\*\*") == [round(ratio, 1)]
+    assert stated(POWER_NOTES, r"\(SD # against #\)") == [round(frozen["sd_paired_difference"], 1),
+                                                           round(finetuned["sd_paired_difference"], 1)]
+    per_run = [np.std(side["validation_rsum"][name], ddof=1)
+               for side, name in ((finetuned, "DP-finetuned"), (finetuned, "DCR-finetuned"), (frozen, "DP"), (frozen, "DCR"))]
+    assert stated(EXPERIMENTS, r"R-sums by SDs of # and # across 4 seeds,\s+the frozen heads by # and #") == [
+        round(sd, 1) for sd in per_run]
+    assert stated(EXPERIMENTS, r"\(SD #\s+against #\) at # times the minutes") == [
+        round(finetuned["sd_paired_difference"], 1), round(frozen["sd_paired_difference"], 1),
+        round(finetuned["minutes_per_paired_seed"] / frozen["minutes_per_paired_seed"])]
+    assert stated(POWER_NOTES, r"a paired seed costs\s+# times fewer minutes") == [
+        round(finetuned["minutes_per_paired_seed"] / frozen["minutes_per_paired_seed"])]
+    assert stated(EXPERIMENTS, r"the frozen runs gave # times the power") == [round(ratio, 1)]
+    assert stated(README, r"SD of the paired differences # frozen \(# epochs\) against # fine-tuned \(# epochs\), at # "
+                  r"against # minutes per paired seed: # times the power") == [
+        round(frozen["sd_paired_difference"], 1), frozen["epochs"], round(finetuned["sd_paired_difference"], 1),
+        finetuned["epochs"], round(frozen["minutes_per_paired_seed"], 2), round(finetuned["minutes_per_paired_seed"], 2),
+        round(ratio, 1)]
+    model_notes = (ROOT / "docs" / "decisions" / "model.md").read_text()
+    assert stated(model_notes, r"\(SD # against #\) at # times fewer minutes, # times") == [
+        round(frozen["sd_paired_difference"], 1), round(finetuned["sd_paired_difference"], 1),
+        round(finetuned["minutes_per_paired_seed"] / frozen["minutes_per_paired_seed"]), round(ratio, 1)]
+
+
+def test_the_power_notes_limits_of_the_goals_out_of_reach():
+    """The figures of the power notes' "goals out of reach" section, from the committed runs,
+    the pilot's variance.json and claims' pooled seed SD."""
+    from scipy.stats import chi2
+
+    from thadcr.experiments.power import VarianceParts, half_width
+
+    section = POWER_NOTES[POWER_NOTES.index("## The goals out of reach"):]
+    learning = _learning()
+    minutes = {key: [] for key in ("tha", "tables12", "tables35")}
+    for run in plan("tiny"):
+        wall = _metrics(run.run_id)["wall_time_s"]
+        key = "tha" if run.variant.startswith("THA") else "tables12" if min(run.tables) <= 2 else "tables35"
+        minutes[key].append(wall)
+    tha = minutes["tha"]
+    assert stated(section, r"six THA runs took #-# s each") == [round(min(tha)), round(max(tha))]
+    total = sum(map(sum, minutes.values())) / 60
+    assert stated(section, r"# of the plan's # run-minutes") == [round(sum(tha) / 60, 1), round(total, 1)]
+    more = 7 * len(tha) * np.mean(tha) / 60
+    assert stated(section, r"(?s)are 42\s+more runs, about # run-minutes: about # minutes") == [round(more), round(more / 2)]
+    assert stated(section, r"(?s)the 6 THA runs # run-minutes, the 40 runs of\s+Tables 1-2 without THA #, "
+                  r"the 40 runs of Tables 3-5 #") == [round(sum(v) / 60, 1) for v in minutes.values()]
+    assert [len(v) for v in minutes.values()] == [6, 40, 40]
+
+    pair = next(p for p in json.loads((RESULTS / "pilot" / "variance.json").read_text())["pairs"]
+                if p["worse"] == "DP-resnet38")
+    parts = VarianceParts(test=pair["sigma_a2"], seed=pair["sigma_u2"], interaction=pair["sigma_v2"],
+                          effect=pair["pilot_effect"], seeds=pair["pilot_seeds"], clips=pair["pilot_clips"])
+    assert stated(section, r"sigma_a\^2 = # per clip") == [round(pair["sigma_a2"])]
+    assert stated(section, r"# points; 16 seeds and 4,000 test clips\s+would predict #") == [
+        round(1.96 * np.sqrt(pair["sigma_a2"] / 2000), 1), round(half_width(parts, 16, 4000), 1)]
+
+    assert stated(EXPERIMENTS, r"(?s)it alone keeps\s+the half-width above # points") == [
+        round(1.96 * np.sqrt(pair["sigma_a2"] / 2000), 1)]
+    pooled, per_setting = pooled_seed_sd(learning.rsum.to_dict(), plan("tiny"))
+    df = 7 * len(per_setting)
+    low, high = (pooled * np.sqrt(df / chi2.ppf(q, df)) for q in (0.975, 0.025))
+    assert stated(section, r"(?s)# was obtained over 3 rows x 8 seeds, # degrees\s+of freedom; "
+                  r"its 95 % interval \(chi-square\) is # to #") == [round(pooled, 1), df, round(low, 1), round(high, 1)]
+    assert stated(README, r"its 95 % interval \(# to #\) holds both") == [round(low, 1), round(high, 1)]
