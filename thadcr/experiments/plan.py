@@ -82,9 +82,6 @@ TABLE_DATASET = {1: "audiocaps", 2: "clotho", 3: "audiocaps", 4: "audiocaps", 5:
 # analysis asks for (docs/decisions/power.md).
 SEEDED_TABLES = {"tiny": TABLES, "paper": (1,)}
 DEFAULT_SEEDS = {"tiny": 8, "paper": 3}
-# Tables that run fewer seeds by default (the tiny plan's Tables 4-5: the session's time budget,
-# docs/decisions/power.md); --seeds sets every seeded table alike.
-DEFAULT_TABLE_SEEDS = {"tiny": {4: 4, 5: 4}, "paper": {}}
 # The tiny plan's THA rows run fewer seeds: THA scores each 200-clip fold's 200 x 1,000 pairs in
 # about 25 s on one core, so a THA run costs about 10 minutes against under one for the others
 # (docs/decisions/power.md). None: as many as the other rows.
@@ -159,8 +156,7 @@ def plan(
     tha_seeds: int | None = None,
 ) -> list[Run]:
     """The runs of the chosen tables: the rows of the profile's ``SEEDED_TABLES`` run ``seeds``
-    seeds (0..seeds-1; default ``DEFAULT_SEEDS``, or ``DEFAULT_TABLE_SEEDS`` for the tables it
-    names), their THA rows ``tha_seeds`` (default ``DEFAULT_THA_SEEDS``, at most ``seeds``), the
+    seeds (0..seeds-1; default ``DEFAULT_SEEDS``), their THA rows ``tha_seeds`` (default ``DEFAULT_THA_SEEDS``, at most ``seeds``), the
     others seed 0.
 
     A run used by several tables appears once (tables merged), in order of first use.
@@ -180,7 +176,6 @@ def plan(
     unknown = sorted(set(tables) - set(TABLES))
     if unknown or not tables:
         raise ReproduceError(f"tables {list(tables)}: choose among {list(TABLES)}")
-    table_seeds = {} if seeds is not None else DEFAULT_TABLE_SEEDS[profile]
     seeds = DEFAULT_SEEDS[profile] if seeds is None else seeds
     tha_seeds = DEFAULT_THA_SEEDS[profile] if tha_seeds is None else tha_seeds
     tha_seeds = seeds if tha_seeds is None else min(tha_seeds, seeds)
@@ -189,7 +184,7 @@ def plan(
     runs: dict[str, Run] = {}
     for table in sorted(set(tables)):
         for _, settings in TABLE_ROWS[table]:
-            row_seeds = tha_seeds if VARIANT_PARTS[settings["variant"]].tha else table_seeds.get(table, seeds)
+            row_seeds = tha_seeds if VARIANT_PARTS[settings["variant"]].tha else seeds
             for seed in range(row_seeds if table in SEEDED_TABLES[profile] else 1):
                 run = Run(profile=profile, dataset=TABLE_DATASET[table], seed=seed,
                           overrides=tuple(sorted(overrides.items())), **settings)

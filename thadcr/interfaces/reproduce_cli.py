@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--tables", default="1,2,3,4,5", help="comma-separated table numbers (default 1,2,3,4,5)")
     parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds of the seeded tables' rows (default: tiny 8, Tables 4-5 4; paper 3, Table 1)")
+                        help="seeds of the seeded tables' rows (default: tiny 8; paper 3, Table 1)")
     parser.add_argument("--tha-seeds", type=int, default=None,
                         help="seeds of their THA rows (default: tiny 1, THA scoring being costly; paper as --seeds)")
     parser.add_argument("--shard", default=None, help="i/n: run only every n-th run starting at i (0-based)")
