@@ -102,7 +102,7 @@ def test_dry_run_lists_every_state_of_the_tiny_plan_and_writes_nothing(tiny_stat
     assert rows[special["unreadable"]]["state"] == "unreadable"
     assert (rows[special["partial"]]["state"], rows[special["partial"]]["detail"]) == ("in progress", "epoch 1 of 8")
     assert rows[special["missing"]]["state"] == "to do"
-    assert document["totals"]["states"] == {"done": 82, "stale": 1, "unreadable": 1, "in progress": 1, "to do": 1}
+    assert document["totals"]["states"] == {"done": 106, "stale": 1, "unreadable": 1, "in progress": 1, "to do": 1}
     for run in runs:  # what each run is
         row = rows[run.run_id]
         assert (row["dataset"], row["variant"], row["seed"]) == (run.dataset, run.variant, run.seed)
@@ -115,7 +115,7 @@ def test_dry_run_lists_every_state_of_the_tiny_plan_and_writes_nothing(tiny_stat
     assert rows["audiocaps-THA+DCR-htsat-K8-a0.01-b0.005-s0"]["changes"] == ""  # the profile's own settings
     status, table = listing(capsys, "--profile", "tiny", "--results", str(results), "--dry-run")
     assert status == 0
-    assert "86 runs: 82 done, 1 stale, 1 unreadable, 1 in progress, 1 to do" in table
+    assert "110 runs: 106 done, 1 stale, 1 unreadable, 1 in progress, 1 to do" in table
     assert "in progress: epoch 1 of 8" in next(line for line in table.splitlines() if special["partial"] in line)
     status, text = listing(capsys, "--profile", "tiny", "--results", str(results), "--dry-run", "--format", "csv")
     table_rows = list(csv.DictReader(io.StringIO(text)))
@@ -281,7 +281,7 @@ def test_render_only_writes_the_committed_tables_from_the_committed_runs(tmp_pat
     root = copy_runs(tmp_path, [run.run_id for run in runs], RUN_FILES)
     before = tree_digest(root)
     status, out = listing(capsys, "--profile", "tiny", "--results", str(tmp_path), "--render-only")
-    assert status == 0 and "86 of 86 run(s) complete" in out
+    assert status == 0 and "110 of 110 run(s) complete" in out
     for table in sorted((REPO / "results" / "tiny" / "tables").glob("*.csv")):  # table1-5, claims, learning
         assert (tmp_path / "tiny" / "tables" / table.name).read_bytes() == table.read_bytes(), table.name
     assert tree_digest(root) == before and not (tmp_path / "tiny" / "executions").exists()  # nothing ran
