@@ -337,6 +337,7 @@ def test_the_power_notes_limits_of_the_goals_out_of_reach():
     assert stated(section, r"# of the plan's # run-minutes") == [round(sum(tha) / 60, 1), round(total, 1)]
     more = 7 * len(tha) * np.mean(tha) / 60
     assert stated(section, r"(?s)are 42\s+more runs, about # run-minutes: about # minutes") == [round(more), round(more / 2)]
+    assert stated(EXPERIMENTS, r"8 THA seeds would take about # more minutes") == [round(more / 2)]
     assert stated(section, r"(?s)the 6 THA runs # run-minutes,\s+the 40 runs of\s+Tables 1-2 without THA #,\s+"
                   r"the 64 runs of\s+Tables 3-5 #") == [round(sum(v) / 60, 1) for v in minutes.values()]
     assert [len(v) for v in minutes.values()] == [6, 40, 64]
