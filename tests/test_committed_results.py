@@ -150,6 +150,10 @@ def test_time_figures_of_the_readme_and_the_experiments_page():
     assert summary["machine"]["cpu_count"] == 2 and summary["runs"]["complete"] == 110
     assert [call["jobs"] for call in summary["wall_time_s"]["execute_calls"]] == [2, 2, 2]  # stopped once, the rest, Tables 4-5 seeds 4-7
     elapsed = round(summary["wall_time_s"]["execute_elapsed"] / 60, 1)
+    third = round(summary["wall_time_s"]["execute_calls"][2]["elapsed_s"] / 60, 1)
+    assert stated(README, r"ran their seeds 4-7 in # min") == [third]
+    assert stated(EXPERIMENTS, r"seeds 4-7 of Tables 4-5 \(# minutes\)") == [third]
+    assert stated(POWER_NOTES, r"clean tree at f41a39c, # minutes") == [third]
     total = round(summary["wall_time_s"]["sum_of_runs"] / 60, 1)
 
     def times(pattern):
