@@ -356,6 +356,18 @@ def test_the_power_notes_limits_of_the_goals_out_of_reach():
 
     assert stated(EXPERIMENTS, r"(?s)it alone keeps\s+the half-width above # points") == [
         round(1.96 * np.sqrt(pair["sigma_a2"] / 2000), 1)]
+    dcr = _claims().set_index(["claim", "dataset"]).loc[("DCR > DP (HTSAT)", "clotho")]
+    audiocaps = _claims().set_index(["claim", "dataset"]).loc[("DCR > DP (HTSAT)", "audiocaps")]
+    assert stated(section, r"\*\*A half-width of 6 for `DCR > DP \(HTSAT\)` on Clotho\*\* \(#\)") == [round(dcr.half_width, 1)]
+    assert stated(section, r"(?s)by an SD of # \(on AudioCaps #;.*?leave a standard error of # \(test sampling alone #\)") == [
+        round(dcr.seed_sd, 1), round(audiocaps.seed_sd, 1), round(dcr.sd, 1), round(dcr.bootstrap_sd, 1)]
+    from scipy.stats import t as student_t
+
+    def half_width_with(seeds: int) -> float:  # the claim's interval rule with the seed part of S seeds (df S - 1)
+        return student_t.ppf(0.975, seeds - 1) * np.sqrt(dcr.seed_sd**2 / seeds + dcr.bootstrap_sd**2)
+
+    needed = next(s for s in range(2, 100) if half_width_with(s) <= 6)
+    assert stated(section, r"About # seeds of both rows\s+would reach 6") == [needed]
     pooled, per_setting = pooled_seed_sd(learning.rsum.to_dict(), plan("tiny"))
     df = 7 * len(per_setting)
     low, high = (pooled * np.sqrt(df / chi2.ppf(q, df)) for q in (0.975, 0.025))
