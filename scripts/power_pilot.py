@@ -182,11 +182,11 @@ def variance(epochs: int, seeds: int, workers: int) -> None:
 def finetune(epochs: int, seeds: int, frozen_epochs: int, workers: int) -> None:
     """DCR - DP with the audio encoder fine-tuned against the same pair frozen: power per minute."""
     frozen = [(name, frozen_epochs, seed) for name in ("DP", "DCR") for seed in range(seeds)]
-    missing = [job for job in frozen if not (PILOT / "runs" / f"{job[0]}-e{job[1]}-s{job[2]}" / "metrics.json").is_file()]
-    run_all([(name, epochs, seed) for name in FINETUNED for seed in range(seeds)] + missing, workers)
+    finetuned = [(name, epochs, seed) for name in FINETUNED for seed in range(seeds)]
+    run_all(finetuned + frozen, workers)  # run_one skips finished runs (the variance stage's frozen ones)
     pilot = Pilot()
-    for name, e, seed in frozen + [(name, epochs, seed) for name in FINETUNED for seed in range(seeds)]:
-        pilot.add(name, e, seed)
+    for job in frozen + finetuned:
+        pilot.add(*job)
     sides = {}
     for side, (better, worse, e) in {"frozen": ("DCR", "DP", frozen_epochs),
                                      "finetuned": ("DCR-finetuned", "DP-finetuned", epochs)}.items():

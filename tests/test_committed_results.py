@@ -170,13 +170,14 @@ def test_time_figures_of_the_readme_and_the_experiments_page():
 
 def test_committed_run_notebooks_log_lines_not_progress_bars():
     """Papermill runs log one line per epoch (progress="lines"); a progress bar's every update
-    once made the committed notebooks 8.7 MB. Now they hold a figure and a few lines each."""
+    once made the committed notebooks 8.7 MB, and their figures 4.4 MB. Now they hold a few lines each."""
     notebooks = sorted(RUNS.glob("*/run.ipynb"))
     assert len(notebooks) == 110
     for path in notebooks:
         text = path.read_text()
         assert "%|" not in text and "it/s]" not in text, path.parent.name
-    assert sum(path.stat().st_size for path in notebooks) < 50e3 * len(notebooks)  # 40 kB each on average
+        assert '"image/' not in text, path.parent.name  # execution.drop_figures
+    assert sum(path.stat().st_size for path in notebooks) < 3.5e6
 
 
 POWER_NOTES = (ROOT / "docs" / "decisions" / "power.md").read_text()
@@ -325,6 +326,7 @@ def test_the_power_notes_limits_of_the_goals_out_of_reach():
     """The figures of the power notes' "goals out of reach" section, from the committed runs,
     the pilot's variance.json and claims' pooled seed SD."""
     from scipy.stats import chi2
+    from scipy.stats import t as student_t
 
     from thadcr.experiments.power import VarianceParts, half_width
 
@@ -356,12 +358,11 @@ def test_the_power_notes_limits_of_the_goals_out_of_reach():
 
     assert stated(EXPERIMENTS, r"(?s)it alone keeps\s+the half-width above # points") == [
         round(1.96 * np.sqrt(pair["sigma_a2"] / 2000), 1)]
-    dcr = _claims().set_index(["claim", "dataset"]).loc[("DCR > DP (HTSAT)", "clotho")]
-    audiocaps = _claims().set_index(["claim", "dataset"]).loc[("DCR > DP (HTSAT)", "audiocaps")]
+    by_claim = _claims().set_index(["claim", "dataset"])
+    dcr, audiocaps = (by_claim.loc[("DCR > DP (HTSAT)", dataset)] for dataset in ("clotho", "audiocaps"))
     assert stated(section, r"\*\*A half-width of 6 for `DCR > DP \(HTSAT\)` on Clotho\*\* \(#\)") == [round(dcr.half_width, 1)]
     assert stated(section, r"(?s)by an SD of # \(on AudioCaps #;.*?leave a standard error of # \(test sampling alone #\)") == [
         round(dcr.seed_sd, 1), round(audiocaps.seed_sd, 1), round(dcr.sd, 1), round(dcr.bootstrap_sd, 1)]
-    from scipy.stats import t as student_t
 
     def half_width_with(seeds: int) -> float:  # the claim's interval rule with the seed part of S seeds (df S - 1)
         return student_t.ppf(0.975, seeds - 1) * np.sqrt(dcr.seed_sd**2 / seeds + dcr.bootstrap_sd**2)

@@ -511,3 +511,23 @@ def test_an_interrupted_execute_still_records_what_it_did(tmp_path):
     records = [json.loads(p.read_text()) for p in (tmp_path / "tiny" / "executions").glob("*.json")]
     assert len(records) == 1 and records[0]["interrupted"] is True
     assert records[0]["done"] == [runs[0].run_id] and records[0]["elapsed_s"] >= 0
+
+
+def test_drop_figures_keeps_text_and_replaces_images(tmp_path):
+    """An executed run notebook keeps its text outputs; each image becomes one line of text."""
+    notebook = {"cells": [
+        {"cell_type": "code", "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": ["epoch 1\n"]},
+            {"output_type": "display_data", "metadata": {"image/png": {"width": 600}},
+             "data": {"image/png": "iVBORw0KGgo=", "text/plain": ["<Figure size 1100x400>"]}},
+        ]},
+        {"cell_type": "markdown", "source": ["# ü"]},
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "run.ipynb"
+    path.write_text(json.dumps(notebook))
+    execution.drop_figures(path)
+    cells = json.loads(path.read_text())["cells"]
+    assert cells[0]["outputs"][0] == notebook["cells"][0]["outputs"][0]
+    assert cells[0]["outputs"][1] == {"output_type": "display_data", "metadata": {},
+                                      "data": {"text/plain": [execution.FIGURE_NOT_KEPT]}}
+    assert cells[1] == notebook["cells"][1]
